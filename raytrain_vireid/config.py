@@ -1,0 +1,432 @@
+"""Run configuration: nested dataclasses, YAML load/dump, ``key=value`` overrides, strict validation.
+
+Resolution order (later wins): built-in defaults below → the method's recipe
+(``raytrain_vireid/recipes/<method>.yaml``) → ``--config FILE.yaml`` → ``--set key=value``.
+Unknown keys are rejected with the list of valid ones. Every run folder gets the fully resolved
+``config.yaml``, which loads back unchanged with ``--config``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from .errors import UserError
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+METHODS = ("baseline", "mult", "salcr", "sdcl", "hil")
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are loaded."""
+
+    spec: str = "synthetic"  # synthetic | sysu:PATH | regdb:PATH[:TRIAL] | llcm:PATH
+    height: int = 128
+    width: int = 64
+    cache_dir: str | None = None  # manifests and the synthetic tree; default ~/.cache/raytrain_vireid
+    loader_workers: int = 0  # DataLoader worker processes per Ray worker
+    verify: bool = False  # decode every image when building the manifest
+    on_bad_image: str = "error"  # error | skip
+    synthetic_ids: int | None = None  # None: the generator's default size
+    synthetic_images_per_cam: int | None = None
+    synthetic_seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    """Backbone and heads."""
+
+    arch: str = "resnet"  # resnet | vit
+    depth: int = 18  # ResNet depth: 18 | 34 | 50
+    pretrained: str | None = None  # None (from scratch) | imagenet | PATH to a local state dict
+    last_stride: int = 1
+    gem_p: float = 3.0
+    vit_size: str = "tiny"  # tiny | base
+    drop_path: float = 0.0
+    parts: int = 0  # SALCR part branch: number of horizontal parts (0 = off)
+
+
+@dataclass
+class AugmentConfig:
+    """Per-view augmentation policies (names from raytrain_vireid.data.transforms)."""
+
+    visible: list[str] = field(default_factory=lambda: ["erasing"])
+    visible_aug: list[str] = field(default_factory=lambda: ["channel_exchange", "erasing"])
+    infrared: list[str] = field(default_factory=lambda: ["adaptive_gray", "erasing"])
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation schedule and batch composition."""
+
+    epochs: int = 8
+    iters_per_epoch: int = 40
+    iters_per_epoch_stage2: int | None = None  # None: same as iters_per_epoch
+    ids_per_modality: int = 8  # P pseudo-identities per modality per batch (global, split over ranks)
+    instances: int = 4  # K images per pseudo-identity
+    optimizer: str = "adam"  # adam | sgd
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    sgd_momentum: float = 0.9
+    lr_milestones: list[int] = field(default_factory=lambda: [20, 60])
+    lr_gamma: float = 0.1
+    seed: int = 0
+    init_checkpoint: str | None = None  # warm start (e.g. a stage-1 checkpoint); weights only
+    warmup_epochs: int = 0  # unsupervised instance-contrastive warm-up epochs before clustering
+
+
+@dataclass
+class PseudoConfig:
+    """Per-epoch pseudo-labelling (runs in the memory actor)."""
+
+    backend: str = "auto"  # auto | cpu | gpu
+    k1: int = 30
+    k2: int = 6
+    eps: float = 0.6
+    min_samples: int = 4
+    k1_visible_stage2: int | None = None  # SDCL: visible k1 switches to 15 at stage 2
+    association: str | None = "hungarian"  # stage-2 cross-modality association
+    association_params: dict[str, Any] = field(default_factory=dict)
+    feature_dtype: str = "float16"  # float16 | float32: how the actor stores instance features
+
+
+@dataclass
+class MemoryConfig:
+    """Cluster/instance memories."""
+
+    temperature: float = 0.05
+    momentum: float = 0.1
+    momentum_epoch0: float | None = None  # epoch-0 momentum warm-up (SDCL RegDB uses 0.99)
+    instance_momentum: float = 0.9
+
+
+@dataclass
+class StageConfig:
+    """Epoch thresholds that switch terms on."""
+
+    stage2_epoch: int = 4  # cross-modality association and shared memory from this epoch
+    cross_epoch: int = 0  # cross-modality neighbour terms from this epoch (SDCL ht)
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation during and after training."""
+
+    every: int = 1  # evaluate every N epochs (and always after the last)
+    trials: int = 10
+    select_on: str = "last"  # last | val (validation identities carved from training ids)
+    val_fraction: float = 0.2
+
+
+@dataclass
+class RunSettings:
+    """Where and how the job runs."""
+
+    num_workers: int = 2
+    use_gpu: bool = False
+    address: str = "local"  # local | auto | ray://host:port
+    storage_path: str = "runs"
+    name: str | None = None
+    max_failures: int = 0
+    cpus_per_worker: float = 1.0
+    actor_cpus: float = 1.0
+    actor_gpus: float = 0.0
+    keep_checkpoints: int = 2
+    progress: str = "auto"  # auto | bar | plain
+
+
+@dataclass
+class Config:
+    """The whole run configuration."""
+
+    method: str = "baseline"
+    supervised: bool = False  # diagnostic upper bound: train with the true identities
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    stage: StageConfig = field(default_factory=StageConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunSettings = field(default_factory=RunSettings)
+    loss: dict[str, float] = field(default_factory=dict)  # method loss weights by term name
+    method_params: dict[str, Any] = field(default_factory=dict)  # method-specific knobs
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Strict conversion from plain dicts
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert ``value`` to the annotated type ``tp``; UserError naming ``key`` otherwise."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise UserError(f"{key}: must not be null")
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, key)
+            except UserError:
+                continue
+        raise UserError(f"{key}: {value!r} is not a valid {' or '.join(_type_name(o) for o in options)}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise UserError(f"{key}: expected a mapping of settings, got {value!r}")
+        return _from_mapping(tp, value, key)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{key}: expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise UserError(f"{key}: expected a mapping, got {value!r}")
+        _, val_tp = typing.get_args(tp)
+        return {str(k): _convert(v, val_tp, f"{key}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise UserError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise UserError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise UserError(f"{key}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported config type {tp!r} at {key}")
+
+
+def _from_mapping(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    unknown = [k for k in values if k not in names]
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise UserError(
+            f"unknown setting {where}{unknown[0]!s}; valid keys{' of ' + prefix if prefix else ''}: {', '.join(names)}"
+        )
+    kwargs = {k: _convert(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; mappings merge, everything else replaces (free-form dicts merge too)."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def valid_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """All dotted setting names (free-form dict sections end in ``.*``)."""
+    keys: list[str] = []
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        name = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            keys.extend(valid_keys(tp, name + "."))
+        elif typing.get_origin(tp) is dict:
+            keys.append(name + ".*")
+        else:
+            keys.append(name)
+    return keys
+
+
+# --------------------------------------------------------------------------------------------
+# Files and overrides
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; UserError naming the file on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"{path}: config file does not exist") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read config file ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{path}: not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise UserError(f"{path}: expected a mapping of settings at the top level")
+    return dict(data)
+
+
+def recipe_path(method: str) -> Path:
+    return RECIPES_DIR / f"{method}.yaml"
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``a.b.c=value`` → nested dict; the value is parsed as YAML (so 0.5, true, [1, 2], null work)."""
+    if "=" not in text:
+        raise UserError(f"--set {text!r}: expected key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise UserError(f"--set {text!r}: empty setting name")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    nested: dict[str, Any] = value
+    for part in reversed(key.split(".")):
+        nested = {part: nested}
+    return nested
+
+
+def _check_override_path(override: Mapping[str, Any], cls: type = Config, prefix: str = "") -> None:
+    """Reject a dotted override whose path is not a setting (free-form dict sections accept any key)."""
+    hints = typing.get_type_hints(cls)
+    for key, value in override.items():
+        name = f"{prefix}{key}"
+        if key not in hints:
+            valid = ", ".join(valid_keys(cls, prefix))
+            raise UserError(f"unknown setting {name}; valid keys: {valid}")
+        if dataclasses.is_dataclass(hints[key]) and isinstance(value, Mapping):
+            _check_override_path(value, hints[key], name + ".")
+
+
+def build_config(
+    method: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> Config:
+    """Resolve defaults → recipe → config file → ``extra`` (CLI flags) → ``--set`` overrides."""
+    file_values = read_yaml(config_file) if config_file else {}
+    extra = dict(extra or {})
+    override_values: dict[str, Any] = {}
+    for text in overrides:
+        parsed = parse_override(text)
+        _check_override_path(parsed)
+        override_values = _merge(override_values, parsed)
+    chosen = (
+        override_values.get("method")
+        or extra.get("method")
+        or method
+        or file_values.get("method")
+        or "baseline"
+    )
+    if chosen not in METHODS:
+        raise UserError(f"unknown method {chosen!r}; valid methods: {', '.join(METHODS)}")
+    merged: dict[str, Any] = Config().to_dict()
+    recipe = recipe_path(chosen)
+    if recipe.exists():
+        merged = _merge(merged, read_yaml(recipe))
+    for layer in (file_values, extra, override_values):
+        merged = _merge(merged, layer)
+    merged["method"] = chosen
+    config = _from_mapping(Config, merged)
+    validate(config)
+    return config
+
+
+def load_config(path: str | Path) -> Config:
+    """Load a resolved ``config.yaml`` (as written into a run folder) unchanged."""
+    return build_config(config_file=path)
+
+
+def _choice(value: Any, allowed: Iterable[Any], key: str) -> None:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise UserError(f"{key}: {value!r} is not one of {', '.join(map(str, allowed))}")
+
+
+def _positive(value: float, key: str, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise UserError(f"{key}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+def validate(config: Config) -> None:
+    """Cross-field checks that types alone cannot express."""
+    _choice(config.model.arch, ("resnet", "vit"), "model.arch")
+    _choice(config.model.depth, (18, 34, 50), "model.depth")
+    _choice(config.model.vit_size, ("tiny", "small", "base"), "model.vit_size")
+    _choice(config.train.optimizer, ("adam", "sgd"), "train.optimizer")
+    _choice(config.pseudo.backend, ("auto", "cpu", "gpu"), "pseudo.backend")
+    _choice(config.pseudo.feature_dtype, ("float16", "float32"), "pseudo.feature_dtype")
+    _choice(config.data.on_bad_image, ("error", "skip"), "data.on_bad_image")
+    _choice(config.eval.select_on, ("last", "val"), "eval.select_on")
+    _choice(config.run.progress, ("auto", "bar", "plain"), "run.progress")
+    for key, value in (
+        ("data.height", config.data.height),
+        ("data.width", config.data.width),
+        ("train.epochs", config.train.epochs),
+        ("train.iters_per_epoch", config.train.iters_per_epoch),
+        ("train.ids_per_modality", config.train.ids_per_modality),
+        ("train.instances", config.train.instances),
+        ("train.lr", config.train.lr),
+        ("pseudo.k1", config.pseudo.k1),
+        ("pseudo.k2", config.pseudo.k2),
+        ("pseudo.eps", config.pseudo.eps),
+        ("pseudo.min_samples", config.pseudo.min_samples),
+        ("memory.temperature", config.memory.temperature),
+        ("eval.every", config.eval.every),
+        ("eval.trials", config.eval.trials),
+    ):
+        _positive(value, key)
+    for key, value in (
+        ("train.weight_decay", config.train.weight_decay),
+        ("train.warmup_epochs", config.train.warmup_epochs),
+        ("data.loader_workers", config.data.loader_workers),
+        ("run.num_workers", config.run.num_workers),
+        ("run.max_failures", config.run.max_failures),
+        ("stage.stage2_epoch", config.stage.stage2_epoch),
+        ("stage.cross_epoch", config.stage.cross_epoch),
+    ):
+        _positive(value, key, allow_zero=True)
+    if not 0.0 <= config.memory.momentum < 1.0:
+        raise UserError(f"memory.momentum: must be in [0, 1), got {config.memory.momentum}")
+    if not 0.0 < config.eval.val_fraction < 1.0:
+        raise UserError(f"eval.val_fraction: must be in (0, 1), got {config.eval.val_fraction}")
+    if config.pseudo.k2 > config.pseudo.k1:
+        raise UserError(f"pseudo.k2: must be <= pseudo.k1 ({config.pseudo.k1}), got {config.pseudo.k2}")
+
+
+def dump_config(config: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(config.to_yaml())
+    tmp.replace(path)

@@ -1,0 +1,53 @@
+import pytest
+
+from raytrain_vireid.config import Config, build_config, dump_config, load_config, parse_override, valid_keys
+from raytrain_vireid.errors import UserError
+
+
+def test_overrides_are_typed_and_nested():
+    config = build_config(overrides=["train.epochs=3", "pseudo.eps=0.5", "train.lr_milestones=[2, 4]", "loss.cnl=0.5"])
+    assert config.train.epochs == 3 and config.pseudo.eps == 0.5
+    assert config.train.lr_milestones == [2, 4] and config.loss == {"cnl": 0.5}
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epoch=3", "unknown setting train.epoch; valid keys: train.epochs"),
+        ("train.epochs=abc", "train.epochs: expected an integer, got 'abc'"),
+        ("model.arch=transformer", "model.arch: 'transformer' is not one of resnet, vit"),
+        ("pseudo.k2=40", "pseudo.k2: must be <= pseudo.k1"),
+        ("memory.momentum=1.5", "memory.momentum: must be in [0, 1)"),
+        ("nonsense", "expected key=value"),
+        ("method=foo", "unknown method 'foo'"),
+    ],
+)
+def test_bad_overrides_name_the_setting(override, message):
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        build_config(overrides=[override])
+
+
+def test_resolved_config_round_trips_through_yaml(tmp_path):
+    config = build_config(overrides=["train.epochs=2", "pseudo.association=null"])
+    dump_config(config, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == config
+
+
+def test_config_file_errors_are_one_line(tmp_path):
+    with pytest.raises(UserError, match="config file does not exist"):
+        build_config(config_file=tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(UserError, match="not valid YAML at line"):
+        build_config(config_file=bad)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("train:\n  epochs: 2\n  speed: 9\n")
+    with pytest.raises(UserError, match="unknown setting train.speed"):
+        build_config(config_file=wrong)
+
+
+def test_valid_keys_lists_every_leaf():
+    keys = valid_keys()
+    assert "pseudo.eps" in keys and "loss.*" in keys and "run.num_workers" in keys
+    assert parse_override("a.b=[1, 2]") == {"a": {"b": [1, 2]}}
+    assert Config().method == "baseline"
