@@ -1,7 +1,10 @@
 """Run configuration: nested dataclasses, YAML load/dump, ``key=value`` overrides, strict validation.
 
 Resolution order (later wins): built-in defaults below → the method's recipe
-(``raytrain_vireid/recipes/<method>.yaml``) → ``--config FILE.yaml`` → ``--set key=value``.
+(``raytrain_vireid/recipes/<method>.yaml``: the paper's SYSU-MM01 settings at the top level) → the
+recipe's ``datasets.<kind>`` section for the chosen data (``regdb``, ``llcm``, ``synthetic``: the
+paper's RegDB settings, or CPU-sized settings for the embedded synthetic data) → ``--config FILE.yaml``
+→ command-line flags → ``--set key=value``.
 Unknown keys are rejected with the list of valid ones. Every run folder gets the fully resolved
 ``config.yaml``, which loads back unchanged with ``--config``.
 """
@@ -353,13 +356,34 @@ def build_config(
     merged: dict[str, Any] = Config().to_dict()
     recipe = recipe_path(chosen)
     if recipe.exists():
-        merged = _merge(merged, read_yaml(recipe))
+        recipe_values = read_yaml(recipe)
+        profiles = recipe_values.pop("datasets", {}) or {}
+        spec = _nested_get("data.spec", override_values, extra, file_values) or DataConfig.spec
+        merged = _merge(_merge(merged, recipe_values), profiles.get(data_kind(spec), {}))
     for layer in (file_values, extra, override_values):
         merged = _merge(merged, layer)
     merged["method"] = chosen
     config = _from_mapping(Config, merged)
     validate(config)
     return config
+
+
+def data_kind(spec: str) -> str:
+    """``sysu:/data/SYSU-MM01`` → ``sysu``; ``synthetic`` → ``synthetic``."""
+    return str(spec).split(":", 1)[0]
+
+
+def _nested_get(dotted: str, *layers: Mapping[str, Any]) -> Any:
+    """The value of ``dotted`` in the first layer that sets it."""
+    for layer in layers:
+        node: Any = layer
+        for part in dotted.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                break
+            node = node[part]
+        else:
+            return node
+    return None
 
 
 def load_config(path: str | Path) -> Config:

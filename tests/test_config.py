@@ -51,3 +51,14 @@ def test_valid_keys_lists_every_leaf():
     assert "pseudo.eps" in keys and "loss.*" in keys and "run.num_workers" in keys
     assert parse_override("a.b=[1, 2]") == {"a": {"b": [1, 2]}}
     assert Config().method == "baseline"
+
+
+def test_recipe_dataset_profiles_follow_the_data_spec():
+    synthetic = build_config()
+    sysu = build_config(overrides=["data.spec=sysu:/data/SYSU-MM01"])
+    regdb = build_config(overrides=["data.spec=regdb:/data/RegDB:3"])
+    assert (synthetic.model.depth, synthetic.data.height) == (18, 128)
+    assert (sysu.model.depth, sysu.model.pretrained, sysu.data.height, sysu.train.epochs) == (50, "imagenet", 288, 80)
+    assert (regdb.pseudo.eps, regdb.train.iters_per_epoch) == (0.3, 100)
+    # Explicit settings still win over the profile.
+    assert build_config(overrides=["data.spec=regdb:/d", "pseudo.eps=0.4"]).pseudo.eps == 0.4
