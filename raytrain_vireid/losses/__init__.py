@@ -1,1 +1,2 @@
-"""losses."""
+"""Contrastive and refinement losses (pure torch): ``soft``, ``contrastive``, ``neighbour``,
+``refinement``, ``parts``, ``multicentre``."""

@@ -95,3 +95,16 @@ def faiss_module(gpu: bool) -> ModuleType | None:
     if gpu and not hasattr(faiss, "StandardGpuResources"):
         return None
     return faiss
+
+
+def repeat_each(values: Any, counts: Any, xp: Any) -> Any:
+    """``values[i]`` repeated ``counts[i]`` times, as ``np.repeat``.
+
+    CuPy's ``repeat`` accepts only host-side counts, so on the GPU the same result comes from a
+    binary search of every output position in the running total of ``counts``.
+    """
+    if xp is np:
+        return np.repeat(values, counts)
+    ends = xp.cumsum(counts)
+    total = int(ends[-1]) if ends.shape[0] else 0
+    return values[xp.searchsorted(ends, xp.arange(total), side="right")]

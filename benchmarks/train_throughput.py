@@ -1,0 +1,131 @@
+"""Training throughput: the Ray trainer (1 and 2 workers) against a plain single-process PyTorch loop.
+
+What is measured (all in one run, on this machine):
+- plain: the same model, data pipeline (``train.batches.EpochImages``), batch plan (P×K sampler),
+  method loss (baseline) and memory updates, in one Python process without Ray — images/s of the
+  training steps only;
+- ray-1 / ray-2: ``train.launch.fit`` with 1 and 2 Ray Train workers (DDP, gloo), the ``images_per_s``
+  the loop logs for its training phase (global over ranks), same settings;
+- the per-epoch phase breakdown (extract, ship to actor, relabel, train, evaluate) logged by the
+  unsupervised ray-1 run.
+Training steps use ``--supervised`` labels so that both sides run the same batches without depending
+on what clustering finds; the breakdown run clusters normally.
+
+    python benchmarks/train_throughput.py [--iters 30] [--ids 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+
+import raytrain_vireid
+from raytrain_vireid.config import Config, build_config
+from raytrain_vireid.memory.actor import supervised_labelset
+from raytrain_vireid.methods import get_method
+from raytrain_vireid.train.batches import EpochImages
+from raytrain_vireid.train.extract import extract_features
+from raytrain_vireid.train.launch import fit, prepare_data
+from raytrain_vireid.train.loop import build_model_from_config, build_optimizer, gather_batch, make_batch
+from raytrain_vireid.train.report import read_metrics
+
+PHASES = ("time_extract", "time_ship", "time_relabel", "time_train", "time_eval")
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{os.cpu_count()} cores, {model}; Python {platform.python_version()}, torch {torch.__version__}, "
+            f"ray {ray.__version__}, numpy {np.__version__}, raytrain_vireid {raytrain_vireid.__version__}")
+
+
+def settings(storage: Path, cache: Path, name: str, workers: int, iters: int, ids: int, *extra: str) -> Config:
+    return build_config(overrides=[
+        f"run.storage_path={storage}", f"run.name={name}", f"run.num_workers={workers}", "run.progress=plain",
+        f"data.cache_dir={cache}", f"data.synthetic_ids={ids}", "train.epochs=1", f"train.iters_per_epoch={iters}",
+        "train.warmup_epochs=0", "eval.trials=1", *extra])
+
+
+def plain_loop(config: Config, iters: int) -> float:
+    """Images/s of the training steps in one process: the trainer's own pieces, no Ray, no DDP."""
+    torch.manual_seed(0)
+    data = prepare_data(config)
+    model = build_model_from_config(config)
+    optimizer, _ = build_optimizer(config, model)
+    modality = data.train["modality"].to_numpy().astype(np.int8)
+    feats = extract_features(model, data.train, torch.device("cpu"), height=config.data.height, width=config.data.width)
+    labelset = supervised_labelset(feats, modality, data.train["pid"].to_numpy(), epoch=0)
+    method = get_method(config.method)(config, tuple(model.heads), modality)
+    method.on_labels(labelset, torch.device("cpu"))
+    sampler = method.sampler(labelset, 0, 0, 1)
+    plan = [sampler.batch(0, it) for it in range(iters)]
+    labels, cross = torch.as_tensor(labelset.labels), torch.as_tensor(labelset.cross)
+    images = EpochImages(data.train, config)
+    model.train()
+    rows, start = 0, time.perf_counter()
+    for x_v, x_a, x_r, rows_v, rows_r in images.iterate(plan):
+        outputs = model(visible=torch.cat([x_v, x_a]), infrared=x_r)
+        batch = make_batch(rows_v, rows_r, labels, cross)
+        loss, _ = method.loss(outputs, batch, 0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            method.update_memories(gather_batch(batch, {h: outputs[h] for h in model.heads}))
+        rows += len(batch.index)
+    return rows / (time.perf_counter() - start)
+
+
+def ray_run(config: Config) -> dict[str, float]:
+    fit(config)
+    return read_metrics(Path(config.run.storage_path) / config.run.name)[-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--iters", type=int, default=30, help="training iterations per measurement")
+    parser.add_argument("--ids", type=int, default=60, help="synthetic identities")
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        storage, cache = Path(tmp) / "runs", Path(tmp) / "cache"
+        supervised = ("supervised=true",)
+        base = settings(storage, cache, "plain", 0, args.iters, args.ids, *supervised)
+        prepare_data(base)  # generate the synthetic data before anything is timed
+        torch.set_num_threads(1)  # a Ray worker with 1 CPU runs torch with 1 thread: compare like with like
+        plain = plain_loop(base, args.iters)
+        torch.set_num_threads(os.cpu_count() or 1)
+        ray.init(address="local", num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False)
+        try:
+            one = ray_run(settings(storage, cache, "ray1", 1, args.iters, args.ids, *supervised))
+            two = ray_run(settings(storage, cache, "ray2", 2, args.iters, args.ids, *supervised))
+            phases = ray_run(settings(storage, cache, "phases", 1, args.iters, args.ids))
+        finally:
+            ray.shutdown()
+    b = base.train
+    print(f"settings: ResNet-{base.model.depth} from scratch, {base.data.height}x{base.data.width}, "
+          f"P={b.ids_per_modality} x K={b.instances} per modality (2 visible views + 1 infrared view per step), "
+          f"{args.iters} iterations, {args.ids} synthetic ids, 1 torch thread per process")
+    print(f"plain single-process loop : {plain:8.1f} images/s")
+    print(f"Ray Train, 1 worker       : {one['images_per_s']:8.1f} images/s  (ratio to plain {one['images_per_s'] / plain:.2f})")
+    print(f"Ray Train, 2 workers      : {two['images_per_s']:8.1f} images/s  (ratio to 1 worker {two['images_per_s'] / one['images_per_s']:.2f})")
+    print("per-epoch phases (1 worker, clustering on): " + ", ".join(
+        f"{k[5:]} {phases[k]:.1f} s" for k in PHASES if k in phases))
+
+
+if __name__ == "__main__":
+    main()

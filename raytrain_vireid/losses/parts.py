@@ -1,0 +1,31 @@
+"""SALCR FGSAL part contrastive loss: each part against an RGB-space and an IR-space part memory."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from raytrain_vireid.memory.cluster import ClusterMemory
+
+
+def part_contrastive(visible_parts: Sequence[torch.Tensor], infrared_parts: Sequence[torch.Tensor],
+                     rgb_memories: Sequence[ClusterMemory], ir_memories: Sequence[ClusterMemory],
+                     visible_targets: tuple[torch.Tensor, torch.Tensor],
+                     infrared_targets: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns ``(L_pv, L_pr)``, each averaged over the P parts.
+
+    ``visible_parts[i]`` (6B, D): part i of the visible rows (own, cross-aligned, other-view);
+    ``infrared_parts[i]`` (3B, D). ``visible_targets = (y_v, ỹ_v→r)`` (6B,) each;
+    ``infrared_targets = (ỹ_r→v, y_r)`` (3B,) each; −1 ignored.
+    ``L_pv = mean_i CE(M^rgb_i(v_i), y_v) + CE(M^ir_i(v_i), ỹ_v→r)``; ``L_pr`` likewise for IR.
+    """
+    if not (len(visible_parts) == len(infrared_parts) == len(rgb_memories) == len(ir_memories) > 0):
+        raise ValueError("part_contrastive: need the same non-zero number of parts, features and memories")
+
+    def averaged(parts: Sequence[torch.Tensor], targets: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        rgb_targets, ir_targets = targets
+        terms = [rgb.loss(f, rgb_targets) + ir.loss(f, ir_targets)
+                 for f, rgb, ir in zip(parts, rgb_memories, ir_memories)]
+        return torch.stack(terms).mean()
+
+    return averaged(visible_parts, visible_targets), averaged(infrared_parts, infrared_targets)
