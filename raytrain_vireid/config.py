@@ -123,6 +123,7 @@ class EvalConfig:
     """Evaluation during and after training."""
 
     every: int = 1  # evaluate every N epochs (and always after the last)
+    untrained: bool = False  # also evaluate the network before training (logged as epoch -1)
     trials: int = 10
     select_on: str = "last"  # last | val (validation identities carved from training ids)
     val_fraction: float = 0.2
@@ -141,6 +142,7 @@ class RunSettings:
     cpus_per_worker: float = 1.0
     actor_cpus: float = 1.0
     actor_gpus: float = 0.0
+    actor_resources: dict[str, float] = field(default_factory=dict)  # e.g. {memory_actor: 1} on KubeRay
     keep_checkpoints: int = 2
     progress: str = "auto"  # auto | bar | plain
 
@@ -454,3 +456,10 @@ def dump_config(config: Config, path: str | Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(config.to_yaml())
     tmp.replace(path)
+
+
+def config_from_dict(values: Mapping[str, Any]) -> Config:
+    """Rebuild a Config from ``Config.to_dict()`` output (e.g. inside a Ray worker), validated."""
+    config = _from_mapping(Config, values)
+    validate(config)
+    return config

@@ -57,7 +57,7 @@ def test_recipe_dataset_profiles_follow_the_data_spec():
     synthetic = build_config()
     sysu = build_config(overrides=["data.spec=sysu:/data/SYSU-MM01"])
     regdb = build_config(overrides=["data.spec=regdb:/data/RegDB:3"])
-    assert (synthetic.model.depth, synthetic.data.height) == (18, 128)
+    assert (synthetic.model.depth, synthetic.data.height) == (18, 64)
     assert (sysu.model.depth, sysu.model.pretrained, sysu.data.height, sysu.train.epochs) == (50, "imagenet", 288, 80)
     assert (regdb.pseudo.eps, regdb.train.iters_per_epoch) == (0.3, 100)
     # Explicit settings still win over the profile.

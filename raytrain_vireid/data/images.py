@@ -1,0 +1,32 @@
+"""Checking that every image of a manifest decodes."""
+
+from __future__ import annotations
+
+import warnings
+
+import pyarrow as pa
+
+from ..errors import UserError
+from .datasets import open_image
+
+
+def verify_images(table: pa.Table, on_bad_image: str = "error") -> pa.Table:
+    """Decode every image fully; a bad one raises :class:`UserError` (``"error"``) or is dropped with a
+    warning (``"skip"``). Returns the table of good rows (renumbered when rows were dropped)."""
+    if on_bad_image not in ("error", "skip"):
+        raise UserError(f"on_bad_image {on_bad_image!r}: expected error or skip")
+    keep = []
+    for row, path in enumerate(table["path"].to_pylist()):
+        try:
+            open_image(path)
+        except (OSError, SyntaxError, ValueError) as exc:
+            if on_bad_image == "error":
+                raise UserError(f"{path}: unreadable or truncated image ({exc})") from None
+            warnings.warn(f"{path}: unreadable or truncated image, skipped", stacklevel=2)
+            continue
+        keep.append(row)
+    if len(keep) == table.num_rows:
+        return table
+    from .manifest import renumber
+
+    return renumber(table.take(pa.array(keep)))

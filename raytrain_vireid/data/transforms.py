@@ -1,0 +1,148 @@
+"""Augmentations of the USL-VI-ReID field as torchvision-compatible callables, and per-view pipelines.
+
+Tensor transforms act on a normalised (3, H, W) image, after ``ToTensor`` + ``Normalize``, as in the
+CAJ/ADCA/SDCL pipelines. Randomness comes from Python's ``random`` (seeded per DataLoader worker by
+PyTorch), like torchvision's own ``RandomErasing`` does with torch's generator.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Callable
+
+import torch
+from torchvision import transforms as T
+
+from ..errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
+
+
+def _gray(img: torch.Tensor) -> torch.Tensor:
+    return sum(w * img[c] for c, w in enumerate(_GRAY_WEIGHTS))
+
+
+class ChannelExchange:
+    """Replace all three channels by one random channel: draw ``i`` in ``[0, gray]``; 0/1/2 pick R/G/B,
+    anything above 2 gives the luminance. With the field's ``gray=2`` no image is ever made gray."""
+
+    def __init__(self, gray: int = 2) -> None:
+        self.gray = gray
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        idx = random.randint(0, self.gray)
+        channel = img[idx] if idx < 3 else _gray(img)
+        return channel.unsqueeze(0).expand_as(img).clone()
+
+
+class ChannelAdapGray:
+    """Infrared view: with probability 3/4 one random channel replicated; otherwise the luminance with
+    probability ``p`` (else unchanged)."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        self.p = p
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        idx = random.randint(0, 3)
+        if idx < 3:
+            return img[idx].unsqueeze(0).expand_as(img).clone()
+        if random.random() <= self.p:
+            return _gray(img).unsqueeze(0).expand_as(img).clone()
+        return img
+
+
+def _random_box(height: int, width: int, area_range=(0.02, 0.4), min_aspect: float = 0.3) -> tuple[int, int, int, int] | None:
+    """The classic RandomErasing box: area fraction in ``area_range``, aspect in [r, 1/r]; 100 tries."""
+    for _ in range(100):
+        area = random.uniform(*area_range) * height * width
+        aspect = random.uniform(min_aspect, 1 / min_aspect)
+        h, w = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+        if 0 < h < height and 0 < w < width:
+            top, left = random.randint(0, height - h), random.randint(0, width - w)
+            return top, left, h, w
+    return None
+
+
+class ChannelRandomErasing:
+    """With probability ``p``, a random rectangle filled with the per-channel ImageNet mean (on the
+    normalised image, as the field's ``ChannelRandomErasing``)."""
+
+    def __init__(self, p: float = 0.5, mean: tuple[float, ...] = IMAGENET_MEAN) -> None:
+        self.p, self.mean = p, mean
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        if random.random() >= self.p:
+            return img
+        box = _random_box(img.shape[1], img.shape[2])
+        if box is None:
+            return img
+        top, left, h, w = box
+        img = img.clone()
+        for c, value in enumerate(self.mean):
+            img[c, top : top + h, left : left + w] = value
+        return img
+
+
+class LinearTransform:
+    """With probability ``p``, a random rectangle whose channels are scaled by α = Beta(0.5, 0.5) draws
+    divided by their maximum (SALCR/MULT): a local, per-channel change of the colour balance."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        self.p = p
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        if random.random() >= self.p:
+            return img
+        box = _random_box(img.shape[1], img.shape[2])
+        if box is None:
+            return img
+        alpha = torch.tensor([random.betavariate(0.5, 0.5) for _ in range(img.shape[0])])
+        alpha = alpha / alpha.max().clamp_min(1e-12)
+        top, left, h, w = box
+        img = img.clone()
+        img[:, top : top + h, left : left + w] *= alpha[:, None, None]
+        return img
+
+
+# name -> (stage, factory(p)); "pil" items run before ToTensor, "tensor" items after Normalize.
+POLICY_ITEMS: dict[str, tuple[str, Callable[[float], Callable]]] = {
+    "color_jitter": ("pil", lambda p: T.RandomApply([T.ColorJitter(0.5, 0.5, 0.5, 0.5)], p=p)),
+    "linear": ("tensor", LinearTransform),
+    "erasing": ("tensor", ChannelRandomErasing),
+    "channel_exchange": ("tensor", lambda p: T.RandomApply([ChannelExchange(gray=2)], p=p)),
+    "adaptive_gray": ("tensor", ChannelAdapGray),
+}
+_DEFAULT_P = {"color_jitter": 1.0, "linear": 0.5, "erasing": 0.5, "channel_exchange": 1.0, "adaptive_gray": 0.5}
+VIEWS = ("visible", "visible_aug", "infrared")
+
+
+def _parse_item(item: str) -> tuple[str, float]:
+    """``name`` or ``name:p`` (e.g. ``erasing:0.9``)."""
+    name, _, prob = str(item).partition(":")
+    if name not in POLICY_ITEMS:
+        raise UserError(f"augmentation {item!r}: unknown; valid names: {', '.join(POLICY_ITEMS)} (optionally name:p)")
+    try:
+        p = float(prob) if prob else _DEFAULT_P[name]
+    except ValueError:
+        raise UserError(f"augmentation {item!r}: probability {prob!r} is not a number") from None
+    if not 0.0 <= p <= 1.0:
+        raise UserError(f"augmentation {item!r}: probability must be in [0, 1]")
+    return name, p
+
+
+def build_transform(view: str, policy: list[str] | None, height: int, width: int, train: bool = True) -> Callable:
+    """The pipeline for one view: Resize → Pad(10) → RandomCrop → HFlip → [PIL items] → ToTensor →
+    Normalize → [tensor items]; ``train=False``: Resize → ToTensor → Normalize."""
+    if view not in VIEWS:
+        raise UserError(f"view {view!r}: unknown; valid views: {', '.join(VIEWS)}")
+    tail = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if not train:
+        return T.Compose([T.Resize((height, width)), *tail])
+    items = [_parse_item(item) for item in policy or []]
+    pil = [POLICY_ITEMS[name][1](p) for name, p in items if POLICY_ITEMS[name][0] == "pil"]
+    tensor = [POLICY_ITEMS[name][1](p) for name, p in items if POLICY_ITEMS[name][0] == "tensor"]
+    base = [T.Resize((height, width)), T.Pad(10), T.RandomCrop((height, width)), T.RandomHorizontalFlip()]
+    return T.Compose([*base, *pil, *tail, *tensor])

@@ -1,0 +1,90 @@
+"""Checkpoint contents: plain tensors and dicts in one ``state.pt``, loadable with ``weights_only=True``.
+
+Holds the model (unwrapped), optimizer, LR scheduler, the epoch just finished, RNG states and the
+memory actor's state (its NumPy arrays stored as tensors).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+STATE_FILE = "state.pt"
+
+
+def to_tensors(value: Any) -> Any:
+    """NumPy arrays → tensors, recursively through dicts, lists and tuples."""
+    if isinstance(value, np.ndarray):
+        # Object-store reads are read-only views, which torch cannot wrap: copy those.
+        return torch.from_numpy(np.ascontiguousarray(value) if value.flags.writeable else value.copy())
+    if isinstance(value, dict):
+        return {k: to_tensors(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_tensors(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def to_numpy(value: Any) -> Any:
+    """Tensors → NumPy arrays, recursively (inverse of :func:`to_tensors`)."""
+    if isinstance(value, torch.Tensor):
+        return value.numpy()
+    if isinstance(value, dict):
+        return {k: to_numpy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_numpy(v) for v in value)
+    return value
+
+
+def rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": to_tensors(np.random.get_state()), "python": random.getstate()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(to_numpy(state["numpy"]))
+    random.setstate(state["python"])
+
+
+def scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[str, Any]:
+    state = scheduler.state_dict()
+    if isinstance(state.get("milestones"), Counter):
+        state["milestones"] = dict(state["milestones"])
+    return state
+
+
+def load_scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler, state: dict[str, Any]) -> None:
+    state = dict(state)
+    if isinstance(state.get("milestones"), dict):
+        state["milestones"] = Counter(state["milestones"])
+    scheduler.load_state_dict(state)
+
+
+def save_state(directory: str | Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               scheduler: torch.optim.lr_scheduler.LRScheduler, epoch: int, actor_state: dict[str, Any],
+               history: list[dict[str, float]]) -> Path:
+    """Write ``directory/state.pt``; ``model`` must already be unwrapped from DDP."""
+    path = Path(directory) / STATE_FILE
+    torch.save({
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler_state(scheduler),
+        "epoch": int(epoch),
+        "rng": rng_state(),
+        "actor": to_tensors(actor_state),
+        "history": history,
+    }, path)
+    return path
+
+
+def load_state(directory: str | Path) -> dict[str, Any]:
+    """Read ``directory/state.pt`` on the CPU (``weights_only=True``); the actor state comes back as NumPy."""
+    state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+    state["actor"] = to_numpy(state["actor"])
+    return state

@@ -1,0 +1,71 @@
+"""Feature extraction for relabelling and evaluation: eval mode, flip-averaged, L2-normalised per head."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from raytrain_vireid import INFRARED, VISIBLE
+from raytrain_vireid.data.datasets import ImageDataset
+from raytrain_vireid.data.transforms import build_transform
+from raytrain_vireid.models.features import concat_heads, embed
+from raytrain_vireid.train.distributed import all_gather_rows
+
+Progress = Callable[[Iterable, str, int], Iterable]
+
+
+def extract_features(model: nn.Module, table: pa.Table, device: torch.device, *, height: int, width: int,
+                     batch_size: int = 128, loader_workers: int = 0, on_bad_image: str = "error",
+                     progress: Progress | None = None, dtype: np.dtype = np.float32) -> dict[str, np.ndarray]:
+    """``{head: (table.num_rows, D_h)}`` features of every row of ``table`` (in table order).
+
+    Each modality is embedded with its own stem (``models.features.embed``), test transform only.
+    """
+    heads = tuple(model.heads)
+    out = {head: np.zeros((table.num_rows, dim), dtype=dtype) for head, dim in model.feature_dims.items()}
+    transform = build_transform("visible", None, height, width, train=False)
+    modality = table["modality"].to_numpy()
+    for m in (VISIBLE, INFRARED):
+        rows = np.flatnonzero(modality == m)
+        if len(rows) == 0:
+            continue
+        dataset = ImageDataset(table.take(pa.array(rows)), transform, on_bad_image=on_bad_image)
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=loader_workers)
+        position = 0
+        batches = progress(loader, f"extract {'visible' if m == VISIBLE else 'infrared'}", len(loader)) if progress else loader
+        for images, _ in batches:
+            feats = embed(model, images.to(device, non_blocking=True), m)
+            stop = position + images.shape[0]
+            for head in heads:
+                out[head][rows[position:stop]] = feats[head].float().cpu().numpy()
+            position = stop
+    return out
+
+
+def test_embedding(model: nn.Module, device: torch.device, rank: int = 0, world_size: int = 1,
+                   **kwargs) -> Callable[[pa.Table], np.ndarray]:
+    """``embed(table) -> (n, D)`` for ``eval.evaluate``: all heads concatenated and re-normalised.
+
+    With ``world_size`` > 1 every rank must call it on the same table: each embeds its contiguous share
+    and the shares are all-gathered (rank order = table order), so every rank gets all features.
+    """
+
+    def embed_table(table: pa.Table) -> np.ndarray:
+        rows = shard_rows(table.num_rows, rank, world_size)
+        feats = extract_features(model, table.take(pa.array(rows)), device, **kwargs)
+        heads = tuple(model.heads)
+        joined = concat_heads({h: torch.from_numpy(v) for h, v in feats.items()}, heads)
+        return all_gather_rows(joined.to(device)).cpu().numpy()
+
+    return embed_table
+
+
+def shard_rows(num_rows: int, rank: int, world_size: int) -> np.ndarray:
+    """This rank's contiguous share of ``range(num_rows)`` (shares differ by at most one row)."""
+    return np.array_split(np.arange(num_rows), world_size)[rank]
+

@@ -1,0 +1,318 @@
+"""``train_loop_per_worker``: the per-worker training loop run by Ray Train's TorchTrainer.
+
+Per epoch: extract this rank's shard → memory actor → barrier → rank 0 relabels → barrier → every
+rank takes the LabelSet → the method builds its memories → ``iters`` steps (sampler batch → model →
+method loss → backward → all-gathered memory update) → evaluation (rank 0) → ``ray.train.report``
+with a checkpoint written by rank 0. Warm-up epochs (``train.warmup_epochs``) replace the relabel
+step by instance contrast. Everything method-specific is a hook of ``methods.base.Method``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import ray.train
+import ray.train.torch
+import torch
+from torch import nn
+
+from raytrain_vireid.config import Config, config_from_dict
+from raytrain_vireid.memory.actor import get_memory_actor
+from raytrain_vireid.methods import get_method
+from raytrain_vireid.methods.base import VIEW_A, VIEW_R, VIEW_V, Batch
+from raytrain_vireid.methods.warmup import InstanceWarmup
+from raytrain_vireid.models import build_model, param_groups
+from raytrain_vireid.train.batches import EpochImages
+from raytrain_vireid.train.checkpoint import load_scheduler_state, load_state, save_state, set_rng_state
+from raytrain_vireid.train.distributed import all_gather_rows, all_reduce_mean, barrier, spread
+from raytrain_vireid.eval.evaluate import EvalResult
+from raytrain_vireid.train.evaluation import TestSet, epoch_metrics, evaluate_model, final_table, validate_model
+from raytrain_vireid.train.extract import extract_features, shard_rows
+from raytrain_vireid.train.progress import log, make_progress
+from raytrain_vireid.train.report import MetricsLogger
+
+FINAL_EVAL_FILE = "final_eval.json"
+
+
+def build_model_from_config(config: Config) -> nn.Module:
+    """The configured backbone (``model.*``; ViT sized to ``data.height × data.width``)."""
+    m = config.model
+    if m.arch == "vit":
+        return build_model("vit", config=f"vit_{m.vit_size}", pretrained=m.pretrained,
+                           image_size=(config.data.height, config.data.width), drop_path=m.drop_path)
+    return build_model("resnet", depth=m.depth, pretrained=m.pretrained, last_stride=m.last_stride, gem_p=m.gem_p,
+                       parts=m.parts)
+
+
+def build_optimizer(config: Config, model: nn.Module) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.MultiStepLR]:
+    """Adam or SGD over the trainable parameters, MultiStepLR stepped once per epoch."""
+    t = config.train
+    groups = param_groups(model, t.lr, t.weight_decay)
+    if t.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=t.lr, momentum=t.sgd_momentum)
+    else:
+        optimizer = torch.optim.Adam(groups, lr=t.lr)
+    return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, t.lr_milestones, t.lr_gamma)
+
+
+def make_batch(rows_v: torch.Tensor, rows_r: torch.Tensor, labels: torch.Tensor, cross: torch.Tensor) -> Batch:
+    """Rows in forward order [v; a; r] with their view, own label and cross label."""
+    index = torch.cat([rows_v, rows_v, rows_r])
+    view = torch.cat([torch.full_like(rows_v, VIEW_V), torch.full_like(rows_v, VIEW_A), torch.full_like(rows_r, VIEW_R)])
+    return Batch(index=index, view=view, labels=labels[index], cross=cross[index])
+
+
+def gather_batch(batch: Batch, features: dict[str, torch.Tensor]) -> Batch:
+    """All ranks' rows and detached features, concatenated in rank order (two collectives)."""
+    ints = all_gather_rows(torch.stack([batch.index, batch.view, batch.labels, batch.cross], dim=1))
+    heads = list(features)
+    dims = [features[h].shape[1] for h in heads]
+    feats = all_gather_rows(torch.cat([features[h].detach().float() for h in heads], dim=1))
+    return Batch(index=ints[:, 0], view=ints[:, 1], labels=ints[:, 2], cross=ints[:, 3],
+                 features=dict(zip(heads, torch.split(feats, dims, dim=1))))
+
+
+class Worker:
+    """State of one training worker; ``run()`` is the whole loop."""
+
+    def __init__(self, loop_config: dict[str, Any]) -> None:
+        quiet_report_logging()
+        self.config = config = config_from_dict(loop_config["config"])
+        self.table: pa.Table = loop_config["train_table"]
+        self.testset = TestSet(**loop_config["testset"])
+        self.val_table: pa.Table | None = loop_config.get("val_table")
+        self.run_dir = Path(loop_config["run_dir"])
+        self.actor = get_memory_actor(loop_config["actor_name"])
+        context = ray.train.get_context()
+        self.rank, self.world = context.get_world_rank(), context.get_world_size()
+        self.device = ray.train.torch.get_device()
+        self.progress = make_progress(loop_config["progress"], self.rank)
+        torch.manual_seed(config.train.seed)
+        np.random.seed(config.train.seed)
+        self.model = ray.train.torch.prepare_model(build_model_from_config(config))
+        self.net = getattr(self.model, "module", self.model)
+        self.heads = tuple(self.net.heads)
+        self.optimizer, self.scheduler = build_optimizer(config, self.net)
+        modality = self.table["modality"].to_numpy().astype(np.int8)
+        self.method = get_method(config.method)(config, self.heads, modality)
+        self.warmup = InstanceWarmup(config, self.heads, modality)
+        self.images = EpochImages(self.table, config)
+        self.shard = shard_rows(self.table.num_rows, self.rank, self.world)
+        self.start_epoch, self.history = 0, []
+        self.logger = MetricsLogger(self.run_dir) if self.rank == 0 else None
+
+    # ---- resume ---------------------------------------------------------------------------------
+    def restore(self) -> None:
+        """Continue from Ray Train's latest checkpoint, if any (model, optimizer, schedule, RNG, actor)."""
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return
+        with checkpoint.as_directory() as directory:
+            state = load_state(directory)
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        load_scheduler_state(self.scheduler, state["scheduler"])
+        set_rng_state(state["rng"])
+        self.start_epoch, self.history = state["epoch"] + 1, list(state["history"])
+        if self.rank == 0:
+            ray.get(self.actor.restore.remote(state["actor"]))
+        barrier()
+        if self.rank == 0:
+            log(f"resumed after epoch {state['epoch']}")
+
+    # ---- phases ---------------------------------------------------------------------------------
+    def relabel(self, epoch: int, timings: dict[str, float]) -> tuple[Any, Any, dict[str, float]]:
+        """Extract → actor → pseudo-labels. Returns (hooks, labelset or None, label metrics)."""
+        data = self.config.data
+        start = time.perf_counter()
+        features = extract_features(self.net, self.table.take(pa.array(self.shard)), self.device, height=data.height,
+                                    width=data.width, loader_workers=data.loader_workers,
+                                    on_bad_image=data.on_bad_image, progress=self.progress,
+                                    dtype=np.dtype(self.config.pseudo.feature_dtype))
+        timings["time_extract"] = time.perf_counter() - start
+        start = time.perf_counter()
+        ray.get(self.actor.put_features.remote(self.shard, features))
+        barrier()
+        timings["time_ship"] = time.perf_counter() - start
+        start = time.perf_counter()
+        hooks, labelset, label_metrics = self.warmup, None, {}
+        if epoch >= self.config.train.warmup_epochs:
+            if self.rank == 0:
+                ray.get(self.actor.relabel.remote(epoch, self.method.relabel_plan(epoch)))
+            barrier()
+            labelset = ray.get(self.actor.labels.remote(epoch))
+            # the engine's own phase timings are sub-phases of time_relabel: keep them out of the time_* breakdown
+            label_metrics = {("relabel_" + k if k.startswith("time_") else k): v for k, v in labelset.metrics.items()}
+            if min(labelset.num_clusters.values()) >= self.world:
+                if self.method.needs_instance_features:
+                    self.method.on_features(self.all_features(), self.device)
+                self.method.on_labels(labelset, self.device)
+                hooks = self.method
+            else:  # too few pseudo-identities to give every rank one: instance contrast instead, this epoch only
+                if self.rank == 0:
+                    log(f"epoch {epoch}: only {labelset.num_clusters} clusters per modality for {self.world} workers; "
+                        "instance contrast this epoch")
+                labelset = None
+        if hooks is self.warmup:
+            self.warmup.on_features(self.all_features(), self.device)
+        timings["time_relabel"] = time.perf_counter() - start
+        return hooks, labelset, label_metrics
+
+    def all_features(self) -> dict[str, np.ndarray]:
+        """Every training image's features per head, from the memory actor (rows = table index)."""
+        return {h: ray.get(self.actor.get_features.remote(h)) for h in self.heads}
+
+    def train_epoch(self, epoch: int, hooks: Any, labelset: Any, timings: dict[str, float]) -> dict[str, float]:
+        """``hooks.iters_per_epoch(epoch)`` steps; returns the mean loss terms over the epoch and ranks."""
+        n = self.table.num_rows
+        labels = torch.tensor(self.warmup.labels() if labelset is None else labelset.labels, dtype=torch.long)
+        cross_np = None if labelset is None else labelset.cross
+        cross = torch.full((n,), -1, dtype=torch.long) if cross_np is None else torch.tensor(cross_np, dtype=torch.long)
+        sampler = hooks.sampler(labelset, epoch, self.rank, self.world)
+        iters = hooks.iters_per_epoch(epoch)
+        plan = [sampler.batch(epoch, it) for it in range(iters)]
+        sums: dict[str, float] = {}
+        rows_seen = 0
+        self.model.train()
+        start = time.perf_counter()
+        for x_v, x_a, x_r, rows_v, rows_r in self.progress(self.images.iterate(plan), f"epoch {epoch} train", iters):
+            batch = make_batch(rows_v, rows_r, labels, cross)
+            batch = Batch(**{k: v.to(self.device) for k, v in batch.tensors().items()})
+            outputs = self.model(visible=torch.cat([x_v, x_a]).to(self.device), infrared=x_r.to(self.device),
+                                 **hooks.forward_kwargs(batch, epoch))
+            loss, logs = hooks.loss(outputs, batch, epoch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            with torch.no_grad():
+                hooks.update_memories(gather_batch(batch, {h: outputs[h] for h in self.heads}))
+            for key, value in {"loss": float(loss.detach()), **logs}.items():
+                sums[key] = sums.get(key, 0.0) + value
+            rows_seen += len(batch.index)
+        timings["time_train"] = time.perf_counter() - start
+        timings["images_per_s"] = all_reduce_mean(rows_seen / max(timings["time_train"], 1e-9), self.device) * self.world
+        self.scheduler.step()
+        # Memory replicas must be identical on every rank: the spread of their checksums is logged (0 expected).
+        timings["memory_drift"] = spread(memory_checksum(hooks.memories), self.device)
+        return {key: all_reduce_mean(value / iters, self.device) for key, value in sums.items()}
+
+    def evaluate(self, epoch: int, timings: dict[str, float]) -> dict[str, float]:
+        """Every ``eval.every`` epochs and after the last one (all ranks embed, rank 0 writes).
+
+        With ``eval.select_on: val`` the headline ``mAP``/``r1``/``mINP`` are the carved validation
+        identities' and the test protocol runs after the last epoch only (as ``test_*``); otherwise the
+        test protocol is the per-epoch score, and the last epoch is what is reported either way.
+        """
+        last = epoch == self.config.train.epochs - 1
+        if not (last or (epoch + 1) % self.config.eval.every == 0):
+            return {}
+        start = time.perf_counter()
+        scores = {} if self.val_table is None else epoch_metrics(self.validate())
+        if last or self.val_table is None:
+            result = self.test()
+            if last and self.rank == 0:
+                write_json_atomic(self.run_dir / FINAL_EVAL_FILE, {"epoch": epoch, **final_table(result)})
+            test_scores = epoch_metrics(result)
+            scores = test_scores if self.val_table is None else {**{f"test_{k}": v for k, v in test_scores.items()}, **scores}
+        timings["time_eval"] = time.perf_counter() - start
+        return scores
+
+    def validate(self) -> EvalResult:
+        data = self.config.data
+        return validate_model(self.net, self.device, self.val_table, height=data.height, width=data.width,
+                              loader_workers=data.loader_workers, progress=self.progress, rank=self.rank,
+                              world_size=self.world)
+
+    def test(self) -> EvalResult:
+        data = self.config.data
+        return evaluate_model(self.net, self.device, self.testset, height=data.height, width=data.width,
+                              loader_workers=data.loader_workers, progress=self.progress, rank=self.rank,
+                              world_size=self.world)
+
+    def evaluate_untrained(self) -> None:
+        """``eval.untrained``: score the network before any training, logged as epoch −1."""
+        if self.start_epoch != 0 or not self.config.eval.untrained:
+            return
+        metrics = epoch_metrics(self.test())
+        if self.rank == 0:
+            log(summary_line(-1, metrics) + " (untrained)")
+            self.logger.log(-1, metrics)
+        self.history.append({"epoch": -1, **metrics})
+
+    def report(self, epoch: int, metrics: dict[str, float]) -> None:
+        """``ray.train.report`` from every rank; rank 0 attaches the checkpoint and logs the metrics."""
+        self.history.append(metrics)
+        with tempfile.TemporaryDirectory() as directory:
+            checkpoint = None
+            if self.logger is not None:
+                self.logger.log(epoch, {k: v for k, v in metrics.items() if k != "epoch"})
+                save_state(directory, model=self.net, optimizer=self.optimizer, scheduler=self.scheduler, epoch=epoch,
+                           actor_state=ray.get(self.actor.state.remote()), history=self.history)
+                checkpoint = ray.train.Checkpoint.from_directory(directory)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+    def run(self) -> None:
+        self.restore()
+        try:
+            self.evaluate_untrained()
+            for epoch in range(self.start_epoch, self.config.train.epochs):
+                timings: dict[str, float] = {}
+                lr = self.optimizer.param_groups[0]["lr"]
+                hooks, labelset, label_metrics = self.relabel(epoch, timings)
+                losses = self.train_epoch(epoch, hooks, labelset, timings)
+                scores = self.evaluate(epoch, timings)
+                metrics = {"epoch": epoch, "lr": lr, **losses, **numeric(label_metrics), **scores, **timings}
+                if self.rank == 0:
+                    log(summary_line(epoch, metrics))
+                self.report(epoch, metrics)
+        finally:
+            if self.logger is not None:
+                self.logger.close()
+
+
+def memory_checksum(memories: nn.Module) -> float:
+    """Sum of every memory entry, in float64."""
+    return float(sum(float(buf.double().sum()) for buf in memories.buffers()))
+
+
+def quiet_report_logging() -> None:
+    """Ray Train logs every report with all its metrics at INFO; our own epoch line says the same, shorter.
+    (Its logger is named after its file, so it is reached through the module; skipped if Ray moves it.)"""
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:
+        return
+    logger = getattr(context, "logger", None)
+    if isinstance(logger, logging.Logger):
+        logger.setLevel(logging.WARNING)
+
+
+def numeric(values: dict[str, Any]) -> dict[str, float]:
+    """The finite-number entries of ``values`` (what metrics.csv and Ray's report accept)."""
+    return {k: float(v) for k, v in values.items()
+            if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)}
+
+
+def summary_line(epoch: int, metrics: dict[str, float]) -> str:
+    keys = ("loss", "mAP", "r1", "clusters_visible", "clusters_infrared", "images_per_s")
+    return f"epoch {epoch}: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics)
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Entry point for ``TorchTrainer``: ``loop_config`` = config dict, training table, test set, run folder,
+    memory-actor name and the progress mode (built by ``train.launch``)."""
+    Worker(loop_config).run()

@@ -1,0 +1,55 @@
+"""The synthetic persons: deterministic, SYSU layout, colour that does not carry across modalities."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from raytrain_vireid.data import ensure_synthetic, generate, read_sysu
+from raytrain_vireid.data.synthetic import _identity, split_ids
+from raytrain_vireid.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    return generate(tmp_path_factory.mktemp("a") / "synth", ids=6, seed=3, images_per_cam=2, height=32, width=16,
+                    processes=1)
+
+
+def test_tree_loads_with_the_sysu_reader(tree):
+    table = read_sysu(tree)
+    assert table.num_rows == 6 * 6 * 2
+    splits = split_ids(6, 3)
+    assert sorted(sum(splits.values(), [])) == list(range(1, 7))
+    assert set(table.filter(table["split"].to_numpy() == "test")["pid"].to_pylist()) == set(splits["test"])
+    with Image.open(tree / "cam3" / "0001" / "0001.jpg") as ir, Image.open(tree / "cam1" / "0001" / "0001.jpg") as vis:
+        assert ir.size == vis.size == (16, 32)
+        ir_arr = np.asarray(ir.convert("RGB")).astype(int)
+        assert np.abs(ir_arr[..., 0] - ir_arr[..., 1]).max() <= 8  # single channel (JPEG chroma noise aside)
+        vis_arr = np.asarray(vis.convert("RGB")).astype(int)
+        assert np.abs(vis_arr[..., 0] - vis_arr[..., 1]).max() > 30  # colour
+
+
+def test_same_seed_same_bytes_other_seed_differs(tree, tmp_path):
+    again = generate(tmp_path / "b", ids=6, seed=3, images_per_cam=2, height=32, width=16, processes=2)
+    other = generate(tmp_path / "c", ids=6, seed=4, images_per_cam=2, height=32, width=16, processes=1)
+    name = "cam4/0002/0002.jpg"
+    assert (again / name).read_bytes() == (tree / name).read_bytes()
+    assert (other / name).read_bytes() != (tree / name).read_bytes()
+
+
+def test_infrared_emissivity_is_drawn_independently_of_hue():
+    upper = np.array([_identity(0, pid)["upper"] for pid in range(1, 400)])
+    heat = np.array([_identity(0, pid)["heat"]["upper"] for pid in range(1, 400)])
+    brightness = upper.mean(axis=1)
+    assert abs(np.corrcoef(brightness, heat)[0, 1]) < 0.15
+
+
+def test_ensure_synthetic_reuses_a_complete_tree_and_refuses_bad_parameters(tmp_path):
+    first = ensure_synthetic(tmp_path, ids=3, images_per_cam=1, height=32, width=16)
+    stamp = (first / ".complete").stat().st_mtime_ns
+    assert ensure_synthetic(tmp_path, ids=3, images_per_cam=1, height=32, width=16) == first
+    assert (first / ".complete").stat().st_mtime_ns == stamp
+    with pytest.raises(UserError, match="unknown parameter colour"):
+        ensure_synthetic(tmp_path, colour=1)
+    with pytest.raises(UserError, match="exists and is not empty"):
+        generate(first, ids=3)

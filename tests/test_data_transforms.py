@@ -1,0 +1,63 @@
+import random
+
+import pytest
+import torch
+
+from raytrain_vireid.data.transforms import (IMAGENET_MEAN, ChannelAdapGray, ChannelExchange, ChannelRandomErasing,
+                                             LinearTransform, build_transform)
+from raytrain_vireid.errors import UserError
+
+
+def _img():
+    return torch.stack([torch.full((8, 4), 1.0), torch.full((8, 4), 2.0), torch.full((8, 4), 3.0)])
+
+
+def test_channel_exchange_replicates_one_channel_and_never_grays_with_gray_2():
+    seen = set()
+    for seed in range(30):
+        random.seed(seed)
+        out = ChannelExchange(gray=2)(_img())
+        assert torch.equal(out[0], out[1]) and torch.equal(out[1], out[2])
+        seen.add(float(out[0, 0, 0]))
+    assert seen == {1.0, 2.0, 3.0}
+
+
+def test_adaptive_gray_branches():
+    values = set()
+    for seed in range(60):
+        random.seed(seed)
+        out = ChannelAdapGray(p=1.0)(_img())
+        values.add(round(float(out[0, 0, 0]), 4))
+    gray = round(0.2989 * 1 + 0.5870 * 2 + 0.1140 * 3, 4)
+    assert values == {1.0, 2.0, 3.0, gray}
+    random.seed(0)
+    unchanged = [torch.equal(ChannelAdapGray(p=0.0)(_img()), _img()) for _ in range(200)]
+    assert 0.15 < sum(unchanged) / 200 < 0.35  # the 1/4 gray branch with p = 0 leaves the image as it is
+
+
+def test_erasing_fills_a_box_with_the_mean_and_linear_scales_channels():
+    img = torch.zeros(3, 64, 32)
+    random.seed(1)
+    out = ChannelRandomErasing(p=1.0)(img)
+    changed = out[0] != 0
+    assert changed.any() and torch.allclose(out[0][changed], torch.tensor(IMAGENET_MEAN[0]))
+    random.seed(2)
+    scaled = LinearTransform(p=1.0)(torch.ones(3, 64, 32))
+    inside = scaled[0] != 1
+    assert inside.any()
+    alphas = scaled[:, inside][:, 0]
+    assert float(alphas.max()) == pytest.approx(1.0) and bool((alphas <= 1).all())
+    assert torch.equal(LinearTransform(p=0.0)(img), img)
+
+
+def test_pipelines_and_policy_errors():
+    from PIL import Image
+
+    image = Image.new("RGB", (30, 70), (200, 10, 10))
+    out = build_transform("visible_aug", ["channel_exchange", "erasing:0.9"], 64, 32)(image)
+    assert out.shape == (3, 64, 32)
+    assert build_transform("infrared", None, 64, 32, train=False)(image).shape == (3, 64, 32)
+    with pytest.raises(UserError, match="augmentation 'blur': unknown; valid names"):
+        build_transform("visible", ["blur"], 64, 32)
+    with pytest.raises(UserError, match="probability must be in"):
+        build_transform("visible", ["erasing:2"], 64, 32)
