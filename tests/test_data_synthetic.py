@@ -37,6 +37,15 @@ def test_same_seed_same_bytes_other_seed_differs(tree, tmp_path):
     assert (other / name).read_bytes() != (tree / name).read_bytes()
 
 
+def test_split_fractions_and_bad_test_fraction(tmp_path):
+    splits = split_ids(30, 0, test_fraction=0.5)
+    assert [len(splits[k]) for k in ("train", "val", "test")] == [13, 2, 15]
+    assert sorted(sum(splits.values(), [])) == list(range(1, 31))
+    assert len(split_ids(3, 0, test_fraction=0.9)["train"]) == 1  # never an empty training side
+    with pytest.raises(UserError, match="--test-fraction: must be strictly between 0 and 1"):
+        generate(tmp_path / "x", ids=3, test_fraction=1.0)
+
+
 def test_infrared_emissivity_is_drawn_independently_of_hue():
     upper = np.array([_identity(0, pid)["upper"] for pid in range(1, 400)])
     heat = np.array([_identity(0, pid)["heat"]["upper"] for pid in range(1, 400)])

@@ -35,19 +35,36 @@ def test_adaptive_gray_branches():
     assert 0.15 < sum(unchanged) / 200 < 0.35  # the 1/4 gray branch with p = 0 leaves the image as it is
 
 
-def test_erasing_fills_a_box_with_the_mean_and_linear_scales_channels():
+def test_erasing_fills_a_box_with_the_mean():
     img = torch.zeros(3, 64, 32)
     random.seed(1)
     out = ChannelRandomErasing(p=1.0)(img)
     changed = out[0] != 0
     assert changed.any() and torch.allclose(out[0][changed], torch.tensor(IMAGENET_MEAN[0]))
+    assert torch.equal(out[1][changed], torch.full_like(out[1][changed], IMAGENET_MEAN[1]))
+    assert torch.equal(img, torch.zeros(3, 64, 32))  # the input is left alone
+
+
+def test_linear_transform_rescales_each_channel_of_a_box_to_a_beta_draw():
     random.seed(2)
-    scaled = LinearTransform(p=1.0)(torch.ones(3, 64, 32))
-    inside = scaled[0] != 1
-    assert inside.any()
-    alphas = scaled[:, inside][:, 0]
-    assert float(alphas.max()) == pytest.approx(1.0) and bool((alphas <= 1).all())
-    assert torch.equal(LinearTransform(p=0.0)(img), img)
+    # tmin = 1 stops after the first box (on an all-ones image every multiplier is a Beta draw <= 1).
+    out = LinearTransform(p=1.0, tmin=1.0)(torch.ones(3, 64, 32))
+    inside = out[0] != 1
+    assert inside.any() and torch.equal(inside, out[1] != 1) and torch.equal(inside, out[2] != 1)
+    for c in range(3):  # the box holds one value per channel: the draw, in (0, 1)
+        values = out[c][inside]
+        assert torch.equal(values, values[:1].expand_as(values)) and 0 < float(values[0]) < 1
+    rows, cols = inside.nonzero(as_tuple=True)
+    assert int(inside.sum()) == (int(rows.max() - rows.min()) + 1) * (int(cols.max() - cols.min()) + 1)  # a rectangle
+
+
+def test_linear_transform_stops_when_a_multiplier_product_reaches_tmin():
+    random.seed(3)
+    # On an all-ones image the pixel values are the products of the multipliers.
+    out = LinearTransform(p=1.0)(torch.ones(3, 32, 16))
+    assert float(out.min()) <= 1e-6 and float(out.max()) <= 1.0
+    assert torch.equal(LinearTransform(p=1.0, max_boxes=5)(torch.zeros(3, 8, 4)), torch.zeros(3, 8, 4))
+    assert torch.equal(LinearTransform(p=0.0)(torch.ones(3, 8, 4)), torch.ones(3, 8, 4))
 
 
 def test_pipelines_and_policy_errors():
@@ -59,5 +76,8 @@ def test_pipelines_and_policy_errors():
     assert build_transform("infrared", None, 64, 32, train=False)(image).shape == (3, 64, 32)
     with pytest.raises(UserError, match="augmentation 'blur': unknown; valid names"):
         build_transform("visible", ["blur"], 64, 32)
+    stages = [type(t).__name__ for t in build_transform("visible", ["erasing", "linear"], 64, 32).transforms]
+    assert stages.index("ToTensor") < stages.index("LinearTransform") < stages.index("Normalize")
+    assert stages.index("Normalize") < stages.index("ChannelRandomErasing")
     with pytest.raises(UserError, match="probability must be in"):
         build_transform("visible", ["erasing:2"], 64, 32)

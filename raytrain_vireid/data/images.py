@@ -7,14 +7,13 @@ import warnings
 import pyarrow as pa
 
 from ..errors import UserError
-from .datasets import open_image
+from .datasets import check_on_bad_image, open_image
 
 
 def verify_images(table: pa.Table, on_bad_image: str = "error") -> pa.Table:
     """Decode every image fully; a bad one raises :class:`UserError` (``"error"``) or is dropped with a
     warning (``"skip"``). Returns the table of good rows (renumbered when rows were dropped)."""
-    if on_bad_image not in ("error", "skip"):
-        raise UserError(f"on_bad_image {on_bad_image!r}: expected error or skip")
+    check_on_bad_image(on_bad_image)
     keep = []
     for row, path in enumerate(table["path"].to_pylist()):
         try:

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import UserError
+from .datasets import check_on_bad_image
 from .images import verify_images
 from .sources import read_llcm, read_regdb, read_sysu
 from .synthetic import default_cache_dir, ensure_synthetic
@@ -94,6 +95,7 @@ def load_manifest(spec: str, *, cache_dir: str | Path | None = None, verify: boo
     ``verify`` decodes every image; a bad one raises (``on_bad_image="error"``) or is dropped with a
     warning (``"skip"``).
     """
+    check_on_bad_image(on_bad_image)
     parsed = parse_data_spec(spec)
     if parsed.kind == "synthetic":
         parsed = DataSpec("sysu", ensure_synthetic(cache_dir))

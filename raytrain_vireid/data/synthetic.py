@@ -178,15 +178,18 @@ def _write_identity(args: tuple) -> int:
 def split_ids(ids: int, seed: int, test_fraction: float = 1 / 3, val_fraction: float = 0.1) -> dict[str, list[int]]:
     """Identity numbers 1..ids split into train / val / test (SYSU-like: train+val are training ids)."""
     order = np.random.default_rng([seed, 7]).permutation(np.arange(1, ids + 1))
-    n_test = max(1, int(round(ids * test_fraction)))
+    n_test = min(max(1, int(round(ids * test_fraction))), ids - 2)  # leave a train and a val id
     n_val = max(1, int(round((ids - n_test) * val_fraction)))
     return {"test": sorted(order[:n_test].tolist()), "val": sorted(order[n_test : n_test + n_val].tolist()),
             "train": sorted(order[n_test + n_val :].tolist())}
 
 
 def generate(out: str | Path, ids: int = 120, seed: int = 0, images_per_cam: int = 5, height: int = 128,
-             width: int = 64, processes: int | None = None) -> Path:
-    """Write the tree into ``out`` (created; must not hold files already)."""
+             width: int = 64, test_fraction: float = 1 / 3, processes: int | None = None) -> Path:
+    """Write the tree into ``out`` (created; must not hold files already); ``test_fraction`` of the
+    identities are test ids, the rest training ids (a tenth of them listed in ``val_id.txt``)."""
+    if not 0 < test_fraction < 1:
+        raise UserError(f"--test-fraction: must be strictly between 0 and 1, got {test_fraction}")
     if ids < 3:
         raise UserError(f"--ids: need at least 3 identities (train, val and test), got {ids}")
     if images_per_cam < 1 or height < 16 or width < 8:
@@ -204,7 +207,7 @@ def generate(out: str | Path, ids: int = 120, seed: int = 0, images_per_cam: int
     else:
         for job in jobs:
             _write_identity(job)
-    for split, members in split_ids(ids, seed).items():
+    for split, members in split_ids(ids, seed, test_fraction).items():
         (out / "exp" / f"{split}_id.txt").write_text(",".join(map(str, members)) + "\n")
     (out / COMPLETE_MARKER).write_text("")
     return out
@@ -246,10 +249,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--images-per-cam", type=int, default=DEFAULT_SYNTHETIC["images_per_cam"])
     parser.add_argument("--height", type=int, default=128)
     parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--test-fraction", type=float, default=1 / 3)
     args = parser.parse_args(argv)
     out = generate(args.out, ids=args.ids, seed=args.seed, images_per_cam=args.images_per_cam, height=args.height,
-                   width=args.width)
-    splits = split_ids(args.ids, args.seed)
+                   width=args.width, test_fraction=args.test_fraction)
+    splits = split_ids(args.ids, args.seed, args.test_fraction)
     print(f"{out}: {args.ids} identities (train {len(splits['train'])}, val {len(splits['val'])}, test "
           f"{len(splits['test'])}), {args.images_per_cam} images per identity per camera, "
           f"{args.ids * 6 * args.images_per_cam} images of {args.height}x{args.width}")

@@ -1,8 +1,9 @@
 """Augmentations of the USL-VI-ReID field as torchvision-compatible callables, and per-view pipelines.
 
 Tensor transforms act on a normalised (3, H, W) image, after ``ToTensor`` + ``Normalize``, as in the
-CAJ/ADCA/SDCL pipelines. Randomness comes from Python's ``random`` (seeded per DataLoader worker by
-PyTorch), like torchvision's own ``RandomErasing`` does with torch's generator.
+CAJ/ADCA/SDCL pipelines; only :class:`LinearTransform` acts on the [0, 1] image before ``Normalize``, as
+in MULT/SALCR. Randomness comes from Python's ``random``, as in those reference implementations
+(PyTorch's DataLoader seeds it in every worker).
 """
 
 from __future__ import annotations
@@ -87,30 +88,47 @@ class ChannelRandomErasing:
 
 
 class LinearTransform:
-    """With probability ``p``, a random rectangle whose channels are scaled by α = Beta(0.5, 0.5) draws
-    divided by their maximum (SALCR/MULT): a local, per-channel change of the colour balance."""
+    """With probability ``p``, MULT/SALCR's local linear re-lighting of a [0, 1] image (after ``ToTensor``,
+    before ``Normalize``, as in their pipelines).
 
-    def __init__(self, p: float = 0.5) -> None:
-        self.p = p
+    Rectangles (the RandomErasing box rule) are drawn one after another; in each, every channel whose
+    patch maximum is positive is multiplied by α = Beta(0.5, 0.5) / max(patch), i.e. rescaled so that
+    its maximum becomes the Beta draw. The running product of the multipliers is kept per pixel and
+    channel, and the loop stops once it falls to ``tmin`` somewhere (the reference code's rule; it usually
+    takes a few dozen rectangles). The reference loops without bound; ``max_boxes`` only guards against
+    an all-black image, where nothing is ever rescaled. Beta draws use Python's ``random`` like the
+    other transforms (the reference uses NumPy's global generator).
+    """
+
+    def __init__(self, p: float = 0.5, tmin: float = 1e-6, max_boxes: int = 10_000) -> None:
+        self.p, self.tmin, self.max_boxes = p, tmin, max_boxes
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         if random.random() >= self.p:
             return img
-        box = _random_box(img.shape[1], img.shape[2])
-        if box is None:
-            return img
-        alpha = torch.tensor([random.betavariate(0.5, 0.5) for _ in range(img.shape[0])])
-        alpha = alpha / alpha.max().clamp_min(1e-12)
-        top, left, h, w = box
         img = img.clone()
-        img[:, top : top + h, left : left + w] *= alpha[:, None, None]
+        product = torch.ones_like(img)
+        for _ in range(self.max_boxes):
+            box = _random_box(img.shape[1], img.shape[2])
+            if box is None:
+                continue
+            top, left, h, w = box
+            patch = img[:, top : top + h, left : left + w]
+            peak = patch.amax(dim=(1, 2))
+            draws = torch.tensor([random.betavariate(0.5, 0.5) for _ in range(img.shape[0])], dtype=img.dtype)
+            alpha = torch.where(peak > 0, draws / peak.clamp_min(torch.finfo(img.dtype).tiny), torch.ones_like(peak))
+            patch *= alpha[:, None, None]
+            product[:, top : top + h, left : left + w] *= alpha[:, None, None]
+            if float(product.min()) <= self.tmin:
+                break
         return img
 
 
-# name -> (stage, factory(p)); "pil" items run before ToTensor, "tensor" items after Normalize.
+# name -> (stage, factory(p)); "pil" items run before ToTensor, "raw" items on the [0, 1] tensor before
+# Normalize, "tensor" items after Normalize (the order of the CAJ/ADCA/SDCL/MULT pipelines).
 POLICY_ITEMS: dict[str, tuple[str, Callable[[float], Callable]]] = {
     "color_jitter": ("pil", lambda p: T.RandomApply([T.ColorJitter(0.5, 0.5, 0.5, 0.5)], p=p)),
-    "linear": ("tensor", LinearTransform),
+    "linear": ("raw", LinearTransform),
     "erasing": ("tensor", ChannelRandomErasing),
     "channel_exchange": ("tensor", lambda p: T.RandomApply([ChannelExchange(gray=2)], p=p)),
     "adaptive_gray": ("tensor", ChannelAdapGray),
@@ -135,14 +153,16 @@ def _parse_item(item: str) -> tuple[str, float]:
 
 def build_transform(view: str, policy: list[str] | None, height: int, width: int, train: bool = True) -> Callable:
     """The pipeline for one view: Resize → Pad(10) → RandomCrop → HFlip → [PIL items] → ToTensor →
-    Normalize → [tensor items]; ``train=False``: Resize → ToTensor → Normalize."""
+    [raw items] → Normalize → [tensor items]; ``train=False``: Resize → ToTensor → Normalize.
+
+    ``policy`` items are ``name`` or ``name:p``; items keep their given order within a stage."""
     if view not in VIEWS:
         raise UserError(f"view {view!r}: unknown; valid views: {', '.join(VIEWS)}")
-    tail = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     if not train:
-        return T.Compose([T.Resize((height, width)), *tail])
+        return T.Compose([T.Resize((height, width)), T.ToTensor(), normalize])
     items = [_parse_item(item) for item in policy or []]
-    pil = [POLICY_ITEMS[name][1](p) for name, p in items if POLICY_ITEMS[name][0] == "pil"]
-    tensor = [POLICY_ITEMS[name][1](p) for name, p in items if POLICY_ITEMS[name][0] == "tensor"]
+    stage = {key: [POLICY_ITEMS[name][1](p) for name, p in items if POLICY_ITEMS[name][0] == key]
+             for key in ("pil", "raw", "tensor")}
     base = [T.Resize((height, width)), T.Pad(10), T.RandomCrop((height, width)), T.RandomHorizontalFlip()]
-    return T.Compose([*base, *pil, *tail, *tensor])
+    return T.Compose([*base, *stage["pil"], T.ToTensor(), *stage["raw"], normalize, *stage["tensor"]])
