@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from raytrain_vireid.errors import UserError
+
 STATE_FILE = "state.pt"
 
 
@@ -88,3 +90,13 @@ def load_state(directory: str | Path) -> dict[str, Any]:
     state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
     state["actor"] = to_numpy(state["actor"])
     return state
+
+
+def load_init_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Warm start (``train.init_checkpoint``): copy the model weights of a run checkpoint (a folder holding
+    ``state.pt``, or the file itself) into ``model``; optimizer, schedule and epoch start fresh."""
+    file = Path(path) / STATE_FILE if Path(path).is_dir() else Path(path)
+    if not file.is_file():
+        raise UserError(f"train.init_checkpoint: {path} is not a checkpoint folder or {STATE_FILE} file")
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"] if "model" in state else state)

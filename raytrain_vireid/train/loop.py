@@ -31,7 +31,8 @@ from raytrain_vireid.methods.base import VIEW_A, VIEW_R, VIEW_V, Batch
 from raytrain_vireid.methods.warmup import InstanceWarmup
 from raytrain_vireid.models import build_model, param_groups
 from raytrain_vireid.train.batches import EpochImages
-from raytrain_vireid.train.checkpoint import load_scheduler_state, load_state, save_state, set_rng_state
+from raytrain_vireid.train.checkpoint import (load_init_weights, load_scheduler_state, load_state, save_state,
+                                             set_rng_state)
 from raytrain_vireid.train.distributed import all_gather_rows, all_reduce_mean, barrier, spread
 from raytrain_vireid.eval.evaluate import EvalResult
 from raytrain_vireid.train.evaluation import TestSet, epoch_metrics, evaluate_model, final_table, validate_model
@@ -97,7 +98,10 @@ class Worker:
         self.progress = make_progress(loop_config["progress"], self.rank)
         torch.manual_seed(config.train.seed)
         np.random.seed(config.train.seed)
-        self.model = ray.train.torch.prepare_model(build_model_from_config(config))
+        net = build_model_from_config(config)
+        if config.train.init_checkpoint:
+            load_init_weights(net, config.train.init_checkpoint)
+        self.model = ray.train.torch.prepare_model(net)
         self.net = getattr(self.model, "module", self.model)
         self.heads = tuple(self.net.heads)
         self.optimizer, self.scheduler = build_optimizer(config, self.net)
