@@ -73,7 +73,8 @@ def plan_search(args: argparse.Namespace) -> SearchPlan:
         raise UserError(f"--max-concurrent: must be >= 1, got {args.max_concurrent}")
     if args.grace_period < 1 or args.reduction_factor <= 1:
         raise UserError("--grace-period must be >= 1 and --reduction-factor > 1")
-    fixed = [*args.overrides, f"eval.select_on={args.select_on}"]
+    # ASHA decides on the metric of every epoch: evaluate every epoch.
+    fixed = [*args.overrides, f"eval.select_on={args.select_on}", "eval.every=1"]
     space = load_space(args.space, overrides=fixed)
     extra: dict[str, Any] = {"run": {"num_workers": args.num_workers}}
     if args.data:
