@@ -49,8 +49,8 @@ def test_sample_overrides_build_the_sampled_config():
     config = build_config(overrides=overrides)
     assert config.method == "sdcl" and config.train.epochs == 3 and config.pseudo.backend == "cpu"
     assert config.train.lr == 1.5e-05 and config.pseudo.k1 == 33
-    assert config.augment.infrared == ["adaptive_gray"] and config.loss == {"cnl_cross": 0.5}
-    assert config.pseudo.association_params == {"rho": 0.42}
+    assert config.augment.infrared == ["adaptive_gray"] and config.loss["cnl_cross"] == 0.5  # beside the recipe's
+    assert config.pseudo.association_params["rho"] == 0.42
     with pytest.raises(UserError, match="no sampled value for space setting pseudo.k1"):
         space.sample_overrides({"train.lr": 1e-4})
 
