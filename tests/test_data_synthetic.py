@@ -1,5 +1,8 @@
 """The synthetic persons: deterministic, SYSU layout, colour that does not carry across modalities."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -54,7 +57,10 @@ def test_infrared_emissivity_is_drawn_independently_of_hue():
 
 
 def test_ensure_synthetic_reuses_a_complete_tree_and_refuses_bad_parameters(tmp_path):
+    stale = tmp_path / "synthetic" / "ids3-img1-32x16-seed0"
+    (stale / "cam1").mkdir(parents=True)  # an incomplete tree (no marker) is regenerated
     first = ensure_synthetic(tmp_path, ids=3, images_per_cam=1, height=32, width=16)
+    assert first == stale and read_sysu(first).num_rows == 18
     stamp = (first / ".complete").stat().st_mtime_ns
     assert ensure_synthetic(tmp_path, ids=3, images_per_cam=1, height=32, width=16) == first
     assert (first / ".complete").stat().st_mtime_ns == stamp
@@ -62,3 +68,14 @@ def test_ensure_synthetic_reuses_a_complete_tree_and_refuses_bad_parameters(tmp_
         ensure_synthetic(tmp_path, colour=1)
     with pytest.raises(UserError, match="exists and is not empty"):
         generate(first, ids=3)
+
+
+def test_cli_writes_a_tree_and_refuses_a_non_empty_folder(tmp_path):
+    command = [sys.executable, "-m", "raytrain_vireid.data.synthetic", "--out", str(tmp_path / "t"), "--ids", "3",
+               "--images-per-cam", "1", "--height", "32", "--width", "16"]
+    ok = subprocess.run(command, capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stderr == "" and "3 identities (train 1, val 1, test 1)" in ok.stdout
+    assert read_sysu(tmp_path / "t").num_rows == 18
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert again.stderr.strip() == f"error: {tmp_path / 't'}: exists and is not empty; choose an empty or new folder"

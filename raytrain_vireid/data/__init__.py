@@ -1,14 +1,28 @@
-"""Datasets: readers of the official layouts → one manifest, the synthetic persons, transforms, samplers."""
+"""Datasets: readers of the official layouts → one manifest, the synthetic persons, transforms, samplers.
 
-from .datasets import ImageDataset
-from .manifest import (DataSpec, carve_validation, load_manifest, parse_data_spec, renumber, test_table,
-                       train_table)
-from .sources import read_llcm, read_regdb, read_sysu
-from .synthetic import DEFAULT_SYNTHETIC, ensure_synthetic, generate
-from .transforms import build_transform
+The public names load their submodule on first use (PEP 562), so that
+``python -m raytrain_vireid.data.synthetic`` does not import the module it is about to run.
+"""
 
-__all__ = [
-    "DEFAULT_SYNTHETIC", "DataSpec", "ImageDataset", "build_transform", "carve_validation", "ensure_synthetic",
-    "generate", "load_manifest", "parse_data_spec", "read_llcm", "read_regdb", "read_sysu", "renumber",
-    "test_table", "train_table",
-]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "ImageDataset": "datasets",
+    "DataSpec": "manifest", "carve_validation": "manifest", "load_manifest": "manifest",
+    "parse_data_spec": "manifest", "renumber": "manifest", "test_table": "manifest", "train_table": "manifest",
+    "read_llcm": "sources", "read_regdb": "sources", "read_sysu": "sources",
+    "DEFAULT_SYNTHETIC": "synthetic", "ensure_synthetic": "synthetic", "generate": "synthetic",
+    "build_transform": "transforms",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

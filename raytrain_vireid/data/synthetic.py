@@ -232,9 +232,13 @@ def ensure_synthetic(cache_dir: str | Path | None = None, **params) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
     try:
         generate(tmp, **p)
-        if target.exists():  # an incomplete earlier attempt
+        if target.exists() and not (target / COMPLETE_MARKER).is_file():  # an incomplete earlier attempt
             shutil.rmtree(target)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not (target / COMPLETE_MARKER).is_file():  # not just a concurrent call that finished first
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
