@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -98,6 +99,7 @@ class Worker:
         self.progress = make_progress(loop_config["progress"], self.rank)
         torch.manual_seed(config.train.seed)
         np.random.seed(config.train.seed)
+        random.seed(f"{config.train.seed}/{self.rank}")  # the augmentations' stream: reproducible, distinct per rank
         net = build_model_from_config(config)
         if config.train.init_checkpoint:
             load_init_weights(net, config.train.init_checkpoint)
