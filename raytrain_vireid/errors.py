@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Callable, Sequence
 
 
 class UserError(Exception):
     """Bad input from the user. The message is one line naming the thing and what is wrong."""
+
+
+class UserArgumentParser(argparse.ArgumentParser):
+    """argparse that reports bad arguments as a :class:`UserError` (one line, exit 2) instead of printing usage."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(message)
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:

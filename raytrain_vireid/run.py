@@ -15,18 +15,11 @@ import argparse
 from typing import Any, Sequence
 
 from raytrain_vireid.config import METHODS, build_config
-from raytrain_vireid.errors import UserError, run_cli
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports bad arguments as a UserError (one line, exit 2) instead of printing usage."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(message)
+from raytrain_vireid.errors import UserArgumentParser, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m raytrain_vireid.run", description=__doc__.split("\n\n")[0],
+    p = UserArgumentParser(prog="python -m raytrain_vireid.run", description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--num-workers", type=int, help="Ray Train workers (0 = local mode in this process)")
     p.add_argument("--method", help=f"one of {', '.join(METHODS)} (default: baseline)")

@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from raytrain_vireid.config import Config, build_config, dump_config, load_config
-from raytrain_vireid.errors import UserError, run_cli
-from raytrain_vireid.run import _Parser
+from raytrain_vireid.errors import UserArgumentParser, UserError, run_cli
 from raytrain_vireid.search_space import SearchSpace, format_value, load_space
 
 BASE_CONFIG_FILE = "base_config.yaml"
@@ -33,7 +32,7 @@ TRIALS_DIR = "trials"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m raytrain_vireid.tune", description=__doc__.split("\n\n")[0])
+    p = UserArgumentParser(prog="python -m raytrain_vireid.tune", description=__doc__.split("\n\n")[0])
     p.add_argument("--space", required=True, help="search space YAML (see tune_spaces/)")
     p.add_argument("--num-samples", type=int, default=8, help="trials to sample (each grid point counts once)")
     p.add_argument("--num-workers", type=int, default=1, help="Ray Train workers per trial")

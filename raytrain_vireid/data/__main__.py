@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 from collections import Counter
 from typing import Sequence
 
-from ..errors import UserError, run_cli
+from ..errors import UserArgumentParser, run_cli
 from .manifest import load_manifest
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(message)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _Parser(prog="python -m raytrain_vireid.data", description=__doc__)
+    parser = UserArgumentParser(prog="python -m raytrain_vireid.data", description=__doc__)
     parser.add_argument("spec", help="synthetic | sysu:PATH | regdb:PATH[:TRIAL] | llcm:PATH")
     parser.add_argument("--verify", action="store_true", help="decode every image")
     parser.add_argument("--skip-bad-images", action="store_true", help="with --verify: drop bad images with a warning")
