@@ -58,11 +58,22 @@ class ModelConfig:
 
 @dataclass
 class AugmentConfig:
-    """Per-view augmentation policies (names from raytrain_vireid.data.transforms)."""
+    """Per-view augmentation policies (names from raytrain_vireid.data.transforms).
+
+    ``stage2`` maps a view to the policy that replaces its own from ``stage.stage2_epoch`` on (views not
+    named keep theirs); warm-up epochs always use the stage-1 policies.
+    """
 
     visible: list[str] = field(default_factory=lambda: ["erasing"])
     visible_aug: list[str] = field(default_factory=lambda: ["channel_exchange", "erasing"])
     infrared: list[str] = field(default_factory=lambda: ["adaptive_gray", "erasing"])
+    stage2: dict[str, list[str]] = field(default_factory=dict)
+
+    def policy(self, view: str, stage: int) -> list[str]:
+        """The policy of ``view`` in training stage ``stage`` (1 or 2)."""
+        if stage == 2 and view in self.stage2:
+            return self.stage2[view]
+        return getattr(self, view)
 
 
 @dataclass
@@ -448,6 +459,24 @@ def validate(config: Config) -> None:
         raise UserError(f"eval.val_fraction: must be in (0, 1), got {config.eval.val_fraction}")
     if config.pseudo.k2 > config.pseudo.k1:
         raise UserError(f"pseudo.k2: must be <= pseudo.k1 ({config.pseudo.k1}), got {config.pseudo.k2}")
+    _validate_augment(config.augment)
+
+
+def _validate_augment(augment: AugmentConfig) -> None:
+    """Known view names in ``augment.stage2`` and known augmentation items (``name`` or ``name:p``) everywhere."""
+    from .data.transforms import VIEWS, _parse_item  # the transforms' own names and parser (imports torchvision)
+
+    unknown = sorted(set(augment.stage2) - set(VIEWS))
+    if unknown:
+        raise UserError(f"augment.stage2.{unknown[0]}: unknown view; valid views: {', '.join(VIEWS)}")
+    policies = {**{view: getattr(augment, view) for view in VIEWS},
+                **{f"stage2.{view}": policy for view, policy in augment.stage2.items()}}
+    for key, policy in policies.items():
+        for item in policy:
+            try:
+                _parse_item(item)
+            except UserError as exc:
+                raise UserError(f"augment.{key}: {exc}") from None
 
 
 def dump_config(config: Config, path: str | Path) -> None:

@@ -62,3 +62,28 @@ def test_recipe_dataset_profiles_follow_the_data_spec():
     assert (regdb.pseudo.eps, regdb.train.iters_per_epoch) == (0.3, 100)
     # Explicit settings still win over the profile.
     assert build_config(overrides=["data.spec=regdb:/d", "pseudo.eps=0.4"]).pseudo.eps == 0.4
+
+
+def test_stage2_augmentation_policy_replaces_named_views_only():
+    config = build_config(method="salcr", overrides=["data.spec=sysu:/data/SYSU-MM01"])
+    assert config.augment.policy("visible", 1) == ["linear", "erasing"]
+    assert config.augment.policy("visible", 2) == ["erasing"]  # SALCR stage 2: no LinearTransform on v
+    assert config.augment.policy("infrared", 2) == config.augment.policy("infrared", 1)
+    mult = build_config(method="mult", overrides=["data.spec=sysu:/data/SYSU-MM01"])
+    assert "color_jitter" in mult.augment.policy("visible_aug", 1)
+    assert all("color_jitter" not in mult.augment.policy(v, 2) for v in ("visible_aug", "infrared"))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("augment.stage2.thermal=[erasing]", "augment.stage2.thermal: unknown view; valid views: visible, visible_aug, infrared"),
+        ("augment.stage2.visible=[blur]", "augment.stage2.visible: augmentation 'blur': unknown; valid names"),
+        ("augment.stage2.infrared=[erasing:2]", "augment.stage2.infrared: augmentation 'erasing:2': probability must be in"),
+        ("augment.visible_aug=[sharpen]", "augment.visible_aug: augmentation 'sharpen': unknown"),
+    ],
+)
+def test_bad_augmentation_policies_are_one_clear_error(override, message):
+    with pytest.raises(UserError) as info:
+        build_config(overrides=[override])
+    assert message in str(info.value) and "\n" not in str(info.value)

@@ -6,11 +6,10 @@ import pytest
 
 from raytrain_vireid.train.launch import fit
 from raytrain_vireid.train.report import read_metrics
-from test_train_e2e import cache, ray_local, tiny_config  # noqa: F401 - shared fixtures of the trainer tests
 
 
 @pytest.mark.slow
-def test_hil_two_workers(tmp_path, cache, ray_local):  # noqa: F811
+def test_hil_two_workers(tmp_path, cache, ray_local, tiny_config):
     config = tiny_config(tmp_path, cache, "hil", 2, "train.warmup_epochs=0", "stage.cross_epoch=0",
                          "stage.stage2_epoch=0", "model.vit_size=tiny", "method_params.mccl_switch_epoch=1",
                          method="hil")

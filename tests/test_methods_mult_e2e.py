@@ -7,11 +7,10 @@ import pytest
 
 from raytrain_vireid.train.launch import fit
 from raytrain_vireid.train.report import read_metrics
-from test_train_e2e import cache, ray_local, tiny_config  # noqa: F401 - shared fixtures of the trainer tests
 
 
 @pytest.mark.slow
-def test_mult_two_workers(tmp_path, cache, ray_local):  # noqa: F811
+def test_mult_two_workers(tmp_path, cache, ray_local, tiny_config):
     config = tiny_config(tmp_path, cache, "mult", 2, "train.warmup_epochs=0", method="mult")
     result = fit(config)
     history = read_metrics(result.run_dir)

@@ -6,11 +6,10 @@ import pytest
 
 from raytrain_vireid.train.launch import fit
 from raytrain_vireid.train.report import read_metrics
-from test_train_e2e import cache, ray_local, tiny_config  # noqa: F401 - shared fixtures of the trainer tests
 
 
 @pytest.mark.slow
-def test_sdcl_two_workers_both_stages(tmp_path, cache, ray_local):  # noqa: F811
+def test_sdcl_two_workers_both_stages(tmp_path, cache, ray_local, tiny_config):
     config = tiny_config(tmp_path, cache, "sdcl", 2, "train.warmup_epochs=0", "stage.cross_epoch=0",
                          "model.vit_size=tiny", "pseudo.association_params.k=4", "pseudo.association_params.smooth_k=3",
                          method="sdcl")

@@ -75,4 +75,18 @@ def test_resnet_part_outputs_only_in_training():
     x = torch.randn(4, 3, 96, 32)
     out = model(visible=x, infrared=x[:2], partner_index=salcr_partners(2))
     assert out["pg1"].shape == (6, 3, 512) and out["maps"].shape == (6, 512, 6, 2)
+    assert "pg" not in model(visible=x)  # no partner index (SALCR stage 1): the part head is idle
     assert "pg" not in model.eval()(visible=x)
+
+
+def test_resnet_eval_part_features_are_extracted_but_not_heads():
+    torch.manual_seed(0)
+    model = TwoStreamResNet(depth=18, parts=3).eval()
+    assert model.heads == ("global",)
+    assert model.feature_dims == {"global": 512, "part0": 512, "part1": 512, "part2": 512}
+    x = torch.randn(2, 3, 96, 32)
+    out = model(visible=x)
+    own = model.part_head(out["maps"])["pg"]  # each image's own aligned parts, through the part BN
+    for p in range(3):
+        torch.testing.assert_close(out[f"part{p}"], own[:, p])
+    assert TwoStreamResNet(depth=18).feature_dims == {"global": 512}

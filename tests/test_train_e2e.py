@@ -1,6 +1,6 @@
 """The real trainer end to end on tiny synthetic data: local mode (0 workers) and 2 Ray workers with resume.
 
-``tiny_config`` is meant to be reused by the method tests (tiny data, few iterations, both stages).
+``tiny_config``, ``cache`` and ``ray_local`` are the shared fixtures of ``conftest.py``.
 """
 
 from __future__ import annotations
@@ -9,40 +9,15 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import psutil
 import pytest
-import ray
 
-from raytrain_vireid.config import Config, build_config
 from raytrain_vireid.train.launch import fit
 from raytrain_vireid.train.report import read_metrics
 
 
-def tiny_config(storage: Path, cache: Path, name: str, num_workers: int, *sets: str, method: str = "baseline") -> Config:
-    """A run that takes seconds per epoch: 12 synthetic ids, 64×32 images, 1 warm-up epoch, stage 2 from epoch 1."""
-    return build_config(method=method, overrides=[
-        f"run.storage_path={storage}", f"run.name={name}", f"run.num_workers={num_workers}", "run.progress=plain",
-        f"data.cache_dir={cache}", "data.synthetic_ids=12", "data.synthetic_images_per_cam=3",
-        "data.height=64", "data.width=32", "train.epochs=2", "train.iters_per_epoch=4", "train.warmup_epochs=1",
-        "train.ids_per_modality=4", "train.instances=2", "stage.stage2_epoch=1",
-        "pseudo.k1=6", "pseudo.k2=2", "pseudo.min_samples=2", "eval.trials=1", "eval.untrained=false", *sets])
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    ray.init(address="local", num_cpus=4, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
-def test_local_mode_run_trains_evaluates_and_reports(tmp_path, cache, ray_local):
+def test_local_mode_run_trains_evaluates_and_reports(tmp_path, cache, ray_local, tiny_config):
     result = fit(tiny_config(tmp_path, cache, "local", 0))
     history = read_metrics(result.run_dir)
     assert [row["epoch"] for row in history] == [0, 1]
@@ -53,7 +28,7 @@ def test_local_mode_run_trains_evaluates_and_reports(tmp_path, cache, ray_local)
 
 
 @pytest.mark.slow
-def test_two_workers_checkpoint_and_resume(tmp_path, cache, ray_local):
+def test_two_workers_checkpoint_and_resume(tmp_path, cache, ray_local, tiny_config):
     first = fit(tiny_config(tmp_path, cache, "ddp", 2, "eval.untrained=true"))
     run_dir = first.run_dir
     history = read_metrics(run_dir)
@@ -70,7 +45,7 @@ def test_two_workers_checkpoint_and_resume(tmp_path, cache, ray_local):
 
 
 @pytest.mark.slow
-def test_killed_worker_resumes_from_last_checkpoint(tmp_path, cache, ray_local):
+def test_killed_worker_resumes_from_last_checkpoint(tmp_path, cache, ray_local, tiny_config):
     """FailureConfig(max_failures=1): SIGKILL one worker during epoch 1; the run restarts the worker group from the
     epoch-0 checkpoint and finishes, and epoch 0 is not trained again."""
     config = tiny_config(tmp_path, cache, "fault", 2, "train.epochs=3", "train.iters_per_epoch=8", "run.max_failures=1")

@@ -95,3 +95,52 @@ def test_checkpoint_round_trip_restores_training_state(tmp_path):
     set_rng_state(state["rng"])
     assert (np.random.rand(), random.random()) == (expected_numpy, expected_python)
     assert state["actor"]["features"]["global"].dtype == np.float16
+
+
+def _transform_names(images, view: str) -> list[str]:
+    return [type(t).__name__ for t in images.transforms[view].transforms]
+
+
+def test_stage2_pipelines_follow_the_configured_policy_and_warmup_stays_on_stage1():
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+
+    from raytrain_vireid.config import build_config
+    from raytrain_vireid.methods import get_method
+    from raytrain_vireid.train.batches import EpochImages
+    from raytrain_vireid.train.loop import Worker
+
+    config = build_config(method="mult", overrides=[
+        "augment.visible=[linear, erasing]", "augment.visible_aug=[color_jitter, channel_exchange]",
+        "augment.infrared=[color_jitter, adaptive_gray]",
+        "augment.stage2={visible: [erasing], visible_aug: [channel_exchange], infrared: [adaptive_gray]}",
+        "stage.stage2_epoch=3", "train.warmup_epochs=4"])
+    table = pa.table({"path": ["a.jpg", "b.jpg"]})
+    stage1, stage2 = EpochImages(table, config, 1), EpochImages(table, config, 2)
+    assert "LinearTransform" in _transform_names(stage1, "visible")
+    assert "LinearTransform" not in _transform_names(stage2, "visible")
+    assert "ChannelRandomErasing" in _transform_names(stage2, "visible")
+    for view in ("visible_aug", "infrared"):  # ColorJitter (inside RandomApply) only in stage 1
+        assert "RandomApply" in _transform_names(stage1, view)
+        assert _transform_names(stage2, view).count("RandomApply") == (1 if view == "visible_aug" else 0)
+    # The worker's choice: warm-up epochs (0-3) on the stage-1 policy even past stage.stage2_epoch, then stage 2.
+    worker = SimpleNamespace(config=config, table=table, images={},
+                             method=get_method("mult")(config, ("global",), [0, 1]))
+    chosen = {epoch: Worker.epoch_images(worker, epoch) for epoch in range(6)}
+    assert "LinearTransform" in _transform_names(chosen[3], "visible")
+    assert "LinearTransform" not in _transform_names(chosen[4], "visible")
+    assert chosen[4] is chosen[5] and chosen[0] is chosen[3]  # built once per stage
+
+
+def test_gather_batch_keeps_trailing_shapes_of_part_outputs():
+    from raytrain_vireid.methods.base import Batch
+    from raytrain_vireid.train.loop import gather_batch
+
+    batch = Batch(index=torch.arange(6), view=torch.tensor([0, 0, 1, 1, 2, 2]), labels=torch.arange(6),
+                  cross=-torch.ones(6, dtype=torch.long))
+    features = {"global": torch.randn(6, 4), "pg": torch.randn(6, 3, 4, requires_grad=True)}
+    out = gather_batch(batch, features)  # single process: all-gather is the identity
+    assert out.features["pg"].shape == (6, 3, 4) and not out.features["pg"].requires_grad
+    assert torch.equal(out.features["pg"], features["pg"].detach()) and torch.equal(out.features["global"], features["global"])
+    assert torch.equal(out.labels, batch.labels) and torch.equal(out.view, batch.view)

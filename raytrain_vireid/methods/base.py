@@ -2,14 +2,16 @@
 
 The loop (``raytrain_vireid.train.loop``) only runs steps; everything a method decides is a hook::
 
+    method.on_epoch_start(model, epoch)        # stage switches that touch the model (e.g. a re-initialised head)
     plan = method.relabel_plan(epoch)          # how the memory actor pseudo-labels this epoch
+    if method.needs_features(labelset): method.on_features(all_training_features, device)
     method.on_labels(labelset, device)         # build the (replicated) memories from the centroids
     sampler = method.sampler(labelset, epoch, rank, world_size)
     for it in range(method.iters_per_epoch(epoch)):
         outputs = model(visible=cat(v, a), infrared=r, **method.forward_kwargs(batch, epoch))  # rows [v; a; r]
         loss, logs = method.loss(outputs, batch, epoch)
         backward / step
-        method.update_memories(all_gathered_batch)       # identical order on every rank
+        method.update_memories(all_gathered_batch)       # heads + gathered_outputs, identical order on every rank
 
 A method is configuration plus small pieces; subclasses override only what differs. Method-specific
 knobs live in ``config.method_params`` and are checked against ``PARAMS`` (unknown keys rejected).
@@ -26,7 +28,7 @@ from torch import nn
 
 from raytrain_vireid import INFRARED, VISIBLE
 from raytrain_vireid.config import Config
-from raytrain_vireid.data.samplers import PseudoIdentitySampler
+from raytrain_vireid.data.samplers import CrossPairedSampler, PseudoIdentitySampler
 from raytrain_vireid.errors import UserError
 from raytrain_vireid.memory.cluster import ClusterMemory
 from raytrain_vireid.pseudo.engine import RelabelPlan
@@ -69,8 +71,14 @@ class Method:
 
     name: ClassVar[str] = "base"
     PARAMS: ClassVar[dict[str, Any]] = {}
+    # Loss weights of terms that ``config.loss`` does not set (1.0 for any other term).
+    LOSS_DEFAULTS: ClassVar[dict[str, float]] = {}
     # True: the loop passes every training image's features to :meth:`on_features` before :meth:`on_labels`.
     needs_instance_features: ClassVar[bool] = False
+    # Model outputs all-gathered for :meth:`update_memories` besides the heads (any shape (rows, ...)).
+    gathered_outputs: ClassVar[tuple[str, ...]] = ()
+    # True when some parameters get no gradient in some steps (e.g. a head idle in stage 1): DDP must look for them.
+    ddp_find_unused_parameters: ClassVar[bool] = False
 
     def __init__(self, config: Config, heads: tuple[str, ...], modality: np.ndarray) -> None:
         unknown = sorted(set(config.method_params) - set(self.PARAMS))
@@ -113,10 +121,18 @@ class Method:
             backend=pseudo.backend,
         )
 
+    def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
+        """Called with the unwrapped model at the start of every epoch the run trains (never for epochs a
+        resumed run restored from its checkpoint); nothing here."""
+
     # ---- labels and memories ----------------------------------------------------------------
+    def needs_features(self, labelset: LabelSet) -> bool:
+        """Whether the loop calls :meth:`on_features` for these labels (``needs_instance_features`` here)."""
+        return self.needs_instance_features
+
     def on_features(self, features: dict[str, np.ndarray], device: torch.device) -> None:
-        """All training images' features per head (rows = table index), given each clustering epoch
-        before :meth:`on_labels` when ``needs_instance_features`` is set (instance memories)."""
+        """All training images' extracted features (every key of the model's ``feature_dims``; rows = table
+        index), given before :meth:`on_labels` when :meth:`needs_features` says so (instance memories)."""
 
     def on_labels(self, labelset: LabelSet, device: torch.device) -> None:
         """Rebuild the memories from the epoch's centroids: ``memories["<head>/<modality>"]``."""
@@ -140,11 +156,21 @@ class Method:
             return memory.momentum_epoch0
         return memory.momentum
 
+    def uses_cross(self) -> bool:
+        """Whether this epoch's LabelSet carries cross-modality labels (stage 2, or ``--supervised``)."""
+        return self.labelset is not None and self.labelset.cross is not None
+
     def sampler(self, labelset: LabelSet, epoch: int, rank: int, world_size: int) -> PseudoIdentitySampler:
         """Independent P×K per modality, this rank's share, reseeded per epoch by the sampler."""
         train = self.config.train
         return PseudoIdentitySampler(labelset.labels, self.modality, train.ids_per_modality,
                                      train.instances, rank, world_size, train.seed)
+
+    def cross_paired_sampler(self, labelset: LabelSet, rank: int, world_size: int) -> CrossPairedSampler:
+        """SALCR's stage-2 sampler: same pseudo-identity at aligned visible/infrared positions."""
+        train = self.config.train
+        return CrossPairedSampler(labelset.labels, labelset.cross, self.modality, train.ids_per_modality,
+                                  train.instances, rank, world_size, train.seed)
 
     # ---- the step ---------------------------------------------------------------------------
     def forward_kwargs(self, batch: Batch, epoch: int) -> dict[str, Any]:
@@ -181,8 +207,15 @@ class Method:
             self.memories[memory_key(head, INFRARED)].update(feats[infrared], gathered.labels[infrared])
 
     def weight(self, term: str) -> float:
-        """Loss weight of ``term`` from ``config.loss`` (1.0 when not set)."""
-        return float(self.config.loss.get(term, 1.0))
+        """Loss weight of ``term`` from ``config.loss`` (else ``LOSS_DEFAULTS``, else 1.0)."""
+        return float(self.config.loss.get(term, self.LOSS_DEFAULTS.get(term, 1.0)))
+
+
+def space_labels(batch: Batch, space: int) -> torch.Tensor:
+    """Every row's label in the label space of modality ``space``: the own label for rows of that modality, the
+    cross label for the others (rows [v; a; r]: VISIBLE → [y_v, y_v, ỹ_r→v], INFRARED → [ỹ_v→r, ỹ_v→r, y_r])."""
+    own = batch.rows(VIEW_R) if space == INFRARED else batch.rows(VIEW_V, VIEW_A)
+    return torch.where(own, batch.labels, batch.cross)
 
 
 def memory_key(head: str, space: int | str) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from raytrain_vireid import INFRARED
-from raytrain_vireid.methods.base import VIEW_A, VIEW_R, VIEW_V, Batch, Method, memory_key
+from raytrain_vireid.methods.base import VIEW_A, VIEW_R, VIEW_V, Batch, Method, memory_key, space_labels
 from raytrain_vireid.methods.registry import register
 from raytrain_vireid.pseudo.labelset import LabelSet
 
@@ -36,12 +36,9 @@ class Baseline(Method):
                 self.memories[memory_key(head, SHARED)] = self._cluster_memory(
                     labelset.centroids[(INFRARED, head)], device)
 
-    def uses_cross(self) -> bool:
-        return self.labelset is not None and self.labelset.cross is not None
-
     def shared_targets(self, batch: Batch) -> torch.Tensor:
         """Infrared-space targets: the cross label for visible rows, the own label for infrared rows."""
-        return torch.where(batch.rows(VIEW_R), batch.labels, batch.cross)
+        return space_labels(batch, INFRARED)
 
     def loss(self, outputs: dict[str, torch.Tensor], batch: Batch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         total, logs = super().loss(outputs, batch, epoch)

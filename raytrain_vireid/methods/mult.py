@@ -29,10 +29,9 @@ import torch
 
 from raytrain_vireid import INFRARED, VISIBLE
 from raytrain_vireid.config import Config
-from raytrain_vireid.data.samplers import CrossPairedSampler
 from raytrain_vireid.errors import UserError
 from raytrain_vireid.losses.contrastive import oclr
-from raytrain_vireid.methods.base import VIEW_A, VIEW_R, VIEW_V, Batch, Method, memory_key
+from raytrain_vireid.methods.base import VIEW_A, VIEW_R, VIEW_V, Batch, Method, memory_key, space_labels
 from raytrain_vireid.methods.registry import register
 from raytrain_vireid.methods.sdcl import MODALITY_VIEWS, modality_positions
 from raytrain_vireid.pseudo.labelset import LabelSet
@@ -74,9 +73,6 @@ class MULT(Method):
         self.soft: dict[tuple[str, int], torch.Tensor] = {}
 
     # ---- labels and memories ----------------------------------------------------------------
-    def uses_cross(self) -> bool:
-        return self.labelset is not None and self.labelset.cross is not None
-
     def on_labels(self, labelset: LabelSet, device: torch.device) -> None:
         """Stage 1: the baseline's per-modality memories. Stage 2: the six memories of every head, each
         initialised from the centroids of its label space, and the soft targets moved to ``device``."""
@@ -105,15 +101,9 @@ class MULT(Method):
         """Stage 1: independent P×K per modality; stage 2: SALCR's cross-paired sampler."""
         if labelset.cross is None:
             return super().sampler(labelset, epoch, rank, world_size)
-        train = self.config.train
-        return CrossPairedSampler(labelset.labels, labelset.cross, self.modality, train.ids_per_modality,
-                                  train.instances, rank, world_size, train.seed)
+        return self.cross_paired_sampler(labelset, rank, world_size)
 
     # ---- targets ------------------------------------------------------------------------------
-    def space_labels(self, batch: Batch, space: int) -> torch.Tensor:
-        """Hard labels in ``space``: own label for the rows of modality ``space``, cross label for the others."""
-        return torch.where(batch.rows(*MODALITY_VIEWS[space]), batch.labels, batch.cross)
-
     def targets(self, batch: Batch, rows: torch.Tensor, modality: int, kind: str) -> torch.Tensor:
         """CE targets of ``rows`` (all of ``modality``): the β-mixed soft targets ``kind`` ("own"/"cross")
         when the LabelSet has them, else the hard labels."""
@@ -184,4 +174,4 @@ class MULT(Method):
             self.memories[memory_key(head, SPECIFIC[VISIBLE])].update(feats[visible], gathered.labels[visible])
             self.memories[memory_key(head, SPECIFIC[INFRARED])].update(feats[infrared], gathered.labels[infrared])
             self.memories[memory_key(head, CROSS[space])].update(feats[other_rows], gathered.cross[other_rows])
-            self.memories[memory_key(head, AGNOSTIC[space])].update(feats, self.space_labels(gathered, space))
+            self.memories[memory_key(head, AGNOSTIC[space])].update(feats, space_labels(gathered, space))

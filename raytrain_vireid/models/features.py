@@ -20,23 +20,24 @@ def _forward_modality(model: nn.Module, images: torch.Tensor, modality: int) -> 
 
 
 def embed(model: nn.Module, images: torch.Tensor, modality: int, flip: bool = True) -> dict[str, torch.Tensor]:
-    """Features of one-modality ``images`` (B, 3, H, W) for every head in ``model.heads``.
+    """Features of one-modality ``images`` (B, 3, H, W) for every key of ``model.feature_dims`` (the heads,
+    plus e.g. SALCR's eval-mode part features).
 
     Eval mode, no grad; with ``flip`` the BN features of the image and its horizontal flip are
-    averaged; each head is then L2-normalised. The model's train/eval mode is restored afterwards.
+    averaged; each feature is then L2-normalised. The model's train/eval mode is restored afterwards.
     """
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             out = _forward_modality(model, images, modality)
-            feats = {head: out[head] for head in model.heads}
+            feats = {key: out[key] for key in model.feature_dims}
             if flip:
                 flipped = _forward_modality(model, images.flip(-1), modality)
-                feats = {head: (f + flipped[head]) / 2 for head, f in feats.items()}
+                feats = {key: (f + flipped[key]) / 2 for key, f in feats.items()}
     finally:
         model.train(was_training)
-    return {head: F.normalize(f, dim=1) for head, f in feats.items()}
+    return {key: F.normalize(f, dim=1) for key, f in feats.items()}
 
 
 def concat_heads(features: dict[str, torch.Tensor], heads: Sequence[str]) -> torch.Tensor:

@@ -15,7 +15,8 @@ each third belongs to the same pseudo-identity pair):
 ``pg`` = each image's own aligned parts, ``pg1`` = its prototypes attending to the cross-modal partner's
 map (v→r, a→r, r→v), ``pg2`` = attending to the other view (v→a, a→v, r→a). All three go through the
 same BatchNorm1d(P·D) on the concatenation over parts; the part losses take part ``p`` as ``[:, p]``
-against that part's memories. At test time only the global feature is used.
+against that part's memories. In eval mode the model returns each image's own aligned part ``p`` as
+``"part<p>"`` (:func:`part_keys`) for the per-epoch part memories; the test feature is the global one only.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ from torch import nn
 from raytrain_vireid.models.neck import bn_neck
 
 PARTNER_KEYS = {"pg1": "cross", "pg2": "view"}
+
+
+def part_keys(parts: int) -> tuple[str, ...]:
+    """Names of the extracted (eval-mode) part features: ``("part0", ..., "part<P-1>")``."""
+    return tuple(f"part{p}" for p in range(parts))
 
 
 def split_strips(maps: torch.Tensor, parts: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,7 +12,7 @@ from torch import nn
 
 from raytrain_vireid.errors import UserError
 from raytrain_vireid.models.neck import bn_neck
-from raytrain_vireid.models.parts import PartHead
+from raytrain_vireid.models.parts import PartHead, part_keys
 from raytrain_vireid.models.pooling import GeM
 from raytrain_vireid.models.weights import LoadReport, load_matching, read_state_dict
 
@@ -45,8 +45,11 @@ class TwoStreamResNet(nn.Module):
     and ``"maps"`` the layer4 map (B, D, H/16, W/16) with last stride 1.
     ``pretrained``: None (random init), ``"imagenet"`` (torchvision weights, downloaded) or a path to a
     torchvision-style state dict (its ``conv1``/``bn1`` fill both stems) or to a saved model of this class.
-    ``parts`` > 0 adds a SALCR :class:`PartHead` (``self.part_head``); in training mode the forward then
-    also returns its ``"pg"``/``"pg1"``/``"pg2"`` outputs for the ``partner_index`` given (see ``parts.py``).
+    ``parts`` > 0 adds a SALCR :class:`PartHead` (``self.part_head``). In training mode it runs only when a
+    ``partner_index`` is given, adding its ``"pg"``/``"pg1"``/``"pg2"`` outputs (see ``parts.py``; without one
+    the head is idle, as in SALCR stage 1). In eval mode each image's own aligned part features are returned
+    as ``"part0"``.. (B, D) and listed in ``feature_dims`` (so they are extracted for part memories), but they
+    are not ``heads``: the test feature stays the global one.
     """
 
     heads = ("global",)
@@ -68,7 +71,7 @@ class TwoStreamResNet(nn.Module):
         dim = base.fc.in_features
         self.pool = GeM(gem_p)
         self.neck = bn_neck(dim)
-        self.feature_dims = {"global": dim}
+        self.feature_dims = {"global": dim, **dict.fromkeys(part_keys(parts), dim)}
         self.part_head = PartHead(dim, parts) if parts > 0 else None
         self.load_report: LoadReport | None = None
         if pretrained is not None:
@@ -98,7 +101,11 @@ class TwoStreamResNet(nn.Module):
         maps = self.backbone(visible, infrared)
         pooled = self.pool(maps)
         out = {"global": self.neck(pooled), "pool": pooled, "maps": maps}
-        if self.part_head is not None and self.training:
+        if self.part_head is None:
+            return out
+        if not self.training:
+            out.update(zip(part_keys(self.part_head.parts), self.part_head(maps)["pg"].unbind(1)))
+        elif partner_index is not None:
             out.update(self.part_head(maps, partner_index))
         return out
 

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from raytrain_vireid import INFRARED, VISIBLE
 from raytrain_vireid.config import Config
 from raytrain_vireid.data.datasets import ImageDataset
-from raytrain_vireid.data.transforms import build_transform
+from raytrain_vireid.data.transforms import VIEWS, build_transform
 
 
 class TwoViews:
@@ -26,14 +26,15 @@ class TwoViews:
 
 
 class EpochImages:
-    """Per-view datasets over the training table (row position = manifest ``index``)."""
+    """Per-view datasets over the training table (row position = manifest ``index``), augmented with the
+    policies of training stage ``stage`` (``AugmentConfig.policy``)."""
 
-    def __init__(self, table: pa.Table, config: Config) -> None:
+    def __init__(self, table: pa.Table, config: Config, stage: int = 1) -> None:
         h, w, aug = config.data.height, config.data.width, config.augment
-        views = TwoViews(build_transform("visible", aug.visible, h, w), build_transform("visible_aug", aug.visible_aug, h, w))
+        self.transforms = {view: build_transform(view, aug.policy(view, stage), h, w) for view in VIEWS}
+        views = TwoViews(self.transforms["visible"], self.transforms["visible_aug"])
         self.visible = ImageDataset(table, views, on_bad_image=config.data.on_bad_image)
-        self.infrared = ImageDataset(table, build_transform("infrared", aug.infrared, h, w),
-                                     on_bad_image=config.data.on_bad_image)
+        self.infrared = ImageDataset(table, self.transforms["infrared"], on_bad_image=config.data.on_bad_image)
         self.workers = config.data.loader_workers
 
     def iterate(self, batches: Sequence[dict[int, np.ndarray]]) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:

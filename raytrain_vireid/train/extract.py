@@ -22,12 +22,12 @@ Progress = Callable[[Iterable, str, int], Iterable]
 def extract_features(model: nn.Module, table: pa.Table, device: torch.device, *, height: int, width: int,
                      batch_size: int = 128, loader_workers: int = 0, on_bad_image: str = "error",
                      progress: Progress | None = None, dtype: np.dtype = np.float32) -> dict[str, np.ndarray]:
-    """``{head: (table.num_rows, D_h)}`` features of every row of ``table`` (in table order).
+    """``{key: (table.num_rows, D)}`` features of every row of ``table`` (in table order), for every key of
+    ``model.feature_dims`` (the heads, plus any extracted part features).
 
     Each modality is embedded with its own stem (``models.features.embed``), test transform only.
     """
-    heads = tuple(model.heads)
-    out = {head: np.zeros((table.num_rows, dim), dtype=dtype) for head, dim in model.feature_dims.items()}
+    out = {key: np.zeros((table.num_rows, dim), dtype=dtype) for key, dim in model.feature_dims.items()}
     transform = build_transform("visible", None, height, width, train=False)
     modality = table["modality"].to_numpy()
     for m in (VISIBLE, INFRARED):
@@ -41,8 +41,8 @@ def extract_features(model: nn.Module, table: pa.Table, device: torch.device, *,
         for images, _ in batches:
             feats = embed(model, images.to(device, non_blocking=True), m)
             stop = position + images.shape[0]
-            for head in heads:
-                out[head][rows[position:stop]] = feats[head].float().cpu().numpy()
+            for key, values in out.items():
+                values[rows[position:stop]] = feats[key].float().cpu().numpy()
             position = stop
     return out
 

@@ -4,7 +4,9 @@ Per epoch: extract this rank's shard → memory actor → barrier → rank 0 rel
 rank takes the LabelSet → the method builds its memories → ``iters`` steps (sampler batch → model →
 method loss → backward → all-gathered memory update) → evaluation (rank 0) → ``ray.train.report``
 with a checkpoint written by rank 0. Warm-up epochs (``train.warmup_epochs``) replace the relabel
-step by instance contrast. Everything method-specific is a hook of ``methods.base.Method``.
+step by instance contrast. Training images get the augmentation policies of the epoch's stage
+(``augment.stage2`` from the method's stage 2; warm-up epochs stay on stage 1). Everything
+method-specific is a hook of ``methods.base.Method``.
 """
 
 from __future__ import annotations
@@ -73,13 +75,16 @@ def make_batch(rows_v: torch.Tensor, rows_r: torch.Tensor, labels: torch.Tensor,
 
 
 def gather_batch(batch: Batch, features: dict[str, torch.Tensor]) -> Batch:
-    """All ranks' rows and detached features, concatenated in rank order (two collectives)."""
+    """All ranks' rows and detached features (each (rows, ...), any trailing shape), concatenated in rank
+    order (two collectives)."""
     ints = all_gather_rows(torch.stack([batch.index, batch.view, batch.labels, batch.cross], dim=1))
-    heads = list(features)
-    dims = [features[h].shape[1] for h in heads]
-    feats = all_gather_rows(torch.cat([features[h].detach().float() for h in heads], dim=1))
+    keys = list(features)
+    shapes = [features[k].shape[1:] for k in keys]
+    flat = [features[k].detach().float().flatten(1) for k in keys]
+    feats = all_gather_rows(torch.cat(flat, dim=1))
+    parts = torch.split(feats, [f.shape[1] for f in flat], dim=1)
     return Batch(index=ints[:, 0], view=ints[:, 1], labels=ints[:, 2], cross=ints[:, 3],
-                 features=dict(zip(heads, torch.split(feats, dims, dim=1))))
+                 features={k: part.reshape(-1, *shape) for k, part, shape in zip(keys, parts, shapes)})
 
 
 class Worker:
@@ -103,14 +108,16 @@ class Worker:
         net = build_model_from_config(config)
         if config.train.init_checkpoint:
             load_init_weights(net, config.train.init_checkpoint)
-        self.model = ray.train.torch.prepare_model(net)
+        method_cls = get_method(config.method)
+        ddp = {"find_unused_parameters": True} if method_cls.ddp_find_unused_parameters else None
+        self.model = ray.train.torch.prepare_model(net, parallel_strategy_kwargs=ddp)
         self.net = getattr(self.model, "module", self.model)
         self.heads = tuple(self.net.heads)
         self.optimizer, self.scheduler = build_optimizer(config, self.net)
         modality = self.table["modality"].to_numpy().astype(np.int8)
-        self.method = get_method(config.method)(config, self.heads, modality)
+        self.method = method_cls(config, self.heads, modality)
         self.warmup = InstanceWarmup(config, self.heads, modality)
-        self.images = EpochImages(self.table, config)
+        self.images: dict[int, EpochImages] = {}  # by augmentation stage, built when first needed
         self.shard = shard_rows(self.table.num_rows, self.rank, self.world)
         self.start_epoch, self.history = 0, []
         self.logger = MetricsLogger(self.run_dir) if self.rank == 0 else None
@@ -158,8 +165,8 @@ class Worker:
             # the engine's own phase timings are sub-phases of time_relabel: keep them out of the time_* breakdown
             label_metrics = {("relabel_" + k if k.startswith("time_") else k): v for k, v in labelset.metrics.items()}
             if min(labelset.num_clusters.values()) >= self.world:
-                if self.method.needs_instance_features:
-                    self.method.on_features(self.all_features(), self.device)
+                if self.method.needs_features(labelset):
+                    self.method.on_features(self.all_features(tuple(self.net.feature_dims)), self.device)
                 self.method.on_labels(labelset, self.device)
                 hooks = self.method
             else:  # too few pseudo-identities to give every rank one: instance contrast instead, this epoch only
@@ -168,13 +175,20 @@ class Worker:
                         "instance contrast this epoch")
                 labelset = None
         if hooks is self.warmup:
-            self.warmup.on_features(self.all_features(), self.device)
+            self.warmup.on_features(self.all_features(self.heads), self.device)
         timings["time_relabel"] = time.perf_counter() - start
         return hooks, labelset, label_metrics
 
-    def all_features(self) -> dict[str, np.ndarray]:
-        """Every training image's features per head, from the memory actor (rows = table index)."""
-        return {h: ray.get(self.actor.get_features.remote(h)) for h in self.heads}
+    def all_features(self, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Every training image's features of ``keys``, from the memory actor (rows = table index)."""
+        return {k: ray.get(self.actor.get_features.remote(k)) for k in keys}
+
+    def epoch_images(self, epoch: int) -> EpochImages:
+        """Training images augmented with the policies of this epoch's stage (warm-up epochs: stage 1)."""
+        stage = 1 if epoch < self.config.train.warmup_epochs else self.method.stage(epoch)
+        if stage not in self.images:
+            self.images[stage] = EpochImages(self.table, self.config, stage)
+        return self.images[stage]
 
     def train_epoch(self, epoch: int, hooks: Any, labelset: Any, timings: dict[str, float]) -> dict[str, float]:
         """``hooks.iters_per_epoch(epoch)`` steps; returns the mean loss terms over the epoch and ranks."""
@@ -187,9 +201,11 @@ class Worker:
         plan = [sampler.batch(epoch, it) for it in range(iters)]
         sums: dict[str, float] = {}
         rows_seen = 0
+        gathered = (*self.heads, *(self.method.gathered_outputs if hooks is self.method else ()))
         self.model.train()
         start = time.perf_counter()
-        for x_v, x_a, x_r, rows_v, rows_r in self.progress(self.images.iterate(plan), f"epoch {epoch} train", iters):
+        images = self.epoch_images(epoch).iterate(plan)
+        for x_v, x_a, x_r, rows_v, rows_r in self.progress(images, f"epoch {epoch} train", iters):
             batch = make_batch(rows_v, rows_r, labels, cross)
             batch = Batch(**{k: v.to(self.device) for k, v in batch.tensors().items()})
             outputs = self.model(visible=torch.cat([x_v, x_a]).to(self.device), infrared=x_r.to(self.device),
@@ -199,7 +215,7 @@ class Worker:
             loss.backward()
             self.optimizer.step()
             with torch.no_grad():
-                hooks.update_memories(gather_batch(batch, {h: outputs[h] for h in self.heads}))
+                hooks.update_memories(gather_batch(batch, {k: outputs[k] for k in gathered if k in outputs}))
             for key, value in {"loss": float(loss.detach()), **logs}.items():
                 sums[key] = sums.get(key, 0.0) + value
             rows_seen += len(batch.index)
@@ -270,6 +286,7 @@ class Worker:
         try:
             self.evaluate_untrained()
             for epoch in range(self.start_epoch, self.config.train.epochs):
+                self.method.on_epoch_start(self.net, epoch)  # after restore(): a resumed run never repeats it
                 timings: dict[str, float] = {}
                 lr = self.optimizer.param_groups[0]["lr"]
                 hooks, labelset, label_metrics = self.relabel(epoch, timings)
