@@ -10,6 +10,7 @@ or ``run.*``. All input is checked before the folder is touched.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -127,16 +128,27 @@ def _first_difference(old: Any, new: Any, prefix: str = "") -> str:
     return f"{prefix.rstrip('.')}: {old!r} -> {new!r}"
 
 
-def start_ray(config: Config) -> None:
-    """Join ``run.address`` (auto / URL), or start a private local Ray sized for the workers and the actor."""
+def local_cpus(config: Config, *, runs: int = 1, extra_cpus: float = 0.0) -> int:
+    """Logical CPUs of a private local Ray for ``runs`` concurrent runs of ``config`` (each: its Train workers
+    and its memory actor) plus ``extra_cpus`` (the Tune CLI: its trial drivers and headroom), and never fewer
+    than the machine has."""
+    run = config.run
+    needed = runs * (run.num_workers * run.cpus_per_worker + run.actor_cpus) + extra_cpus
+    return max(os.cpu_count() or 1, math.ceil(needed - 1e-9))
+
+
+def start_ray(config: Config, *, runs: int = 1, extra_cpus: float = 0.0) -> None:
+    """Join ``run.address`` (auto / URL), or start a private local Ray sized by :func:`local_cpus`.
+
+    The one place both CLIs size a local Ray: ``run`` with the defaults, ``tune`` with ``runs`` = trials at once.
+    """
     if ray.is_initialized():
         return
     address = config.run.address
     if address != "local":
         ray.init(address=address)
         return
-    needed = config.run.num_workers * config.run.cpus_per_worker + config.run.actor_cpus
-    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)), include_dashboard=False)
+    ray.init(address="local", num_cpus=local_cpus(config, runs=runs, extra_cpus=extra_cpus), include_dashboard=False)
 
 
 def fit(config: Config, callbacks: Sequence[Any] = ()) -> RunResult:
