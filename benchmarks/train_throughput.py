@@ -30,11 +30,11 @@ import torch
 import raytrain_vireid
 from raytrain_vireid.config import Config, build_config
 from raytrain_vireid.memory.actor import supervised_labelset
-from raytrain_vireid.methods import get_method
 from raytrain_vireid.train.batches import EpochImages
 from raytrain_vireid.train.extract import extract_features
 from raytrain_vireid.train.launch import fit, prepare_data
-from raytrain_vireid.train.loop import build_model_from_config, build_optimizer, gather_batch, make_batch
+from raytrain_vireid.train.loop import (build_method, build_model_from_config, build_optimizer, gather_batch,
+                                        make_batch)
 from raytrain_vireid.train.report import read_metrics
 
 PHASES = ("time_extract", "time_ship", "time_relabel", "time_train", "time_eval")
@@ -64,12 +64,11 @@ def plain_loop(config: Config, iters: int) -> float:
     """Images/s of the training steps in one process: the trainer's own pieces, no Ray, no DDP."""
     torch.manual_seed(0)
     data = prepare_data(config)
-    model = build_model_from_config(config)
+    method, model = build_method(config, build_model_from_config(config), data.train)
     optimizer, _ = build_optimizer(config, model)
     modality = data.train["modality"].to_numpy().astype(np.int8)
     feats = extract_features(model, data.train, torch.device("cpu"), height=config.data.height, width=config.data.width)
     labelset = supervised_labelset(feats, modality, data.train["pid"].to_numpy(), epoch=0)
-    method = get_method(config.method)(config, tuple(model.heads), modality)
     method.on_labels(labelset, torch.device("cpu"))
     sampler = method.sampler(labelset, 0, 0, 1)
     plan = [sampler.batch(0, it) for it in range(iters)]

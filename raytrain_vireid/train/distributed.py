@@ -32,6 +32,19 @@ def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat([part[:size] for part, size in zip(parts, sizes)])
 
 
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (BatchNorm running statistics) to every rank, in place.
+
+    DDP broadcasts them at the start of each training forward, so after the last step every rank holds its own
+    batch's update; feature extraction and evaluation run the unwrapped module in eval mode on each rank's share
+    of the images, and would otherwise embed the shares with different running statistics.
+    """
+    if not is_distributed():
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src)
+
+
 def all_reduce_mean(value: float, device: torch.device) -> float:
     """Mean of a Python number over ranks."""
     if not is_distributed():

@@ -30,6 +30,7 @@ from raytrain_vireid.methods import get_method
 from raytrain_vireid.train.evaluation import TestSet
 from raytrain_vireid.train.loop import FINAL_EVAL_FILE, build_model_from_config, train_loop_per_worker
 from raytrain_vireid.train.progress import log, resolve_mode
+from raytrain_vireid.train.ray_logging import SETUP_HOOK
 from raytrain_vireid.train.report import read_metrics, write_report
 
 CONFIG_FILE = "config.yaml"
@@ -141,6 +142,7 @@ def start_ray(config: Config, *, runs: int = 1, extra_cpus: float = 0.0) -> None
     """Join ``run.address`` (auto / URL), or start a private local Ray sized by :func:`local_cpus`.
 
     The one place both CLIs size a local Ray: ``run`` with the defaults, ``tune`` with ``runs`` = trials at once.
+    Its processes run :mod:`raytrain_vireid.train.ray_logging`'s setup hook.
     """
     if ray.is_initialized():
         return
@@ -148,7 +150,9 @@ def start_ray(config: Config, *, runs: int = 1, extra_cpus: float = 0.0) -> None
     if address != "local":
         ray.init(address=address)
         return
-    ray.init(address="local", num_cpus=local_cpus(config, runs=runs, extra_cpus=extra_cpus), include_dashboard=False)
+    ray.init(address="local", num_cpus=local_cpus(config, runs=runs, extra_cpus=extra_cpus), include_dashboard=False,
+             runtime_env={"worker_process_setup_hook": SETUP_HOOK})
+
 
 
 def fit(config: Config, callbacks: Sequence[Any] = ()) -> RunResult:

@@ -30,13 +30,15 @@ from torch import nn
 from raytrain_vireid.config import Config, config_from_dict
 from raytrain_vireid.memory.actor import get_memory_actor
 from raytrain_vireid.methods import get_method
-from raytrain_vireid.methods.base import VIEW_A, VIEW_R, VIEW_V, Batch
+from raytrain_vireid.methods.base import VIEW_A, VIEW_R, VIEW_V, Batch, Method
+from raytrain_vireid.methods.supervised import SupervisedIdentity
 from raytrain_vireid.methods.warmup import InstanceWarmup
 from raytrain_vireid.models import build_model, param_groups
+from raytrain_vireid.models.identity import WithIdentityClassifier
 from raytrain_vireid.train.batches import EpochImages
 from raytrain_vireid.train.checkpoint import (load_init_weights, load_scheduler_state, load_state, save_state,
                                              set_rng_state)
-from raytrain_vireid.train.distributed import all_gather_rows, all_reduce_mean, barrier, spread
+from raytrain_vireid.train.distributed import all_gather_rows, all_reduce_mean, barrier, broadcast_buffers, spread
 from raytrain_vireid.eval.evaluate import EvalResult
 from raytrain_vireid.train.evaluation import TestSet, epoch_metrics, evaluate_model, final_table, validate_model
 from raytrain_vireid.train.extract import extract_features, shard_rows
@@ -65,6 +67,16 @@ def build_optimizer(config: Config, model: nn.Module) -> tuple[torch.optim.Optim
     else:
         optimizer = torch.optim.Adam(groups, lr=t.lr)
     return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, t.lr_milestones, t.lr_gamma)
+
+
+def build_method(config: Config, net: nn.Module, table: pa.Table) -> tuple[Method, nn.Module]:
+    """The run's step hooks and the network they train: the configured method, or with ``supervised`` the upper
+    bound (:class:`SupervisedIdentity`, whose identity classifier is attached to the network)."""
+    modality = table["modality"].to_numpy().astype(np.int8)
+    if config.supervised:
+        method = SupervisedIdentity(config, tuple(net.heads), modality, table["pid"].to_numpy())
+        return method, WithIdentityClassifier(net, method.num_ids)
+    return get_method(config.method)(config, tuple(net.heads), modality), net
 
 
 def make_batch(rows_v: torch.Tensor, rows_r: torch.Tensor, labels: torch.Tensor, cross: torch.Tensor) -> Batch:
@@ -102,20 +114,21 @@ class Worker:
         self.rank, self.world = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device()
         self.progress = make_progress(loop_config["progress"], self.rank)
+        if config.run.num_workers > 0:  # torch's intra-op threads = this worker's CPUs, whatever imported torch first
+            torch.set_num_threads(max(1, int(config.run.cpus_per_worker)))
         torch.manual_seed(config.train.seed)
         np.random.seed(config.train.seed)
         random.seed(f"{config.train.seed}/{self.rank}")  # the augmentations' stream: reproducible, distinct per rank
         net = build_model_from_config(config)
         if config.train.init_checkpoint:
             load_init_weights(net, config.train.init_checkpoint)
-        method_cls = get_method(config.method)
-        ddp = {"find_unused_parameters": True} if method_cls.ddp_find_unused_parameters else None
+        modality = self.table["modality"].to_numpy().astype(np.int8)
+        self.method, net = build_method(config, net, self.table)
+        ddp = {"find_unused_parameters": True} if self.method.ddp_find_unused_parameters else None
         self.model = ray.train.torch.prepare_model(net, parallel_strategy_kwargs=ddp)
         self.net = getattr(self.model, "module", self.model)
         self.heads = tuple(self.net.heads)
         self.optimizer, self.scheduler = build_optimizer(config, self.net)
-        modality = self.table["modality"].to_numpy().astype(np.int8)
-        self.method = method_cls(config, self.heads, modality)
         self.warmup = InstanceWarmup(config, self.heads, modality)
         self.images: dict[int, EpochImages] = {}  # by augmentation stage, built when first needed
         self.shard = shard_rows(self.table.num_rows, self.rank, self.world)
@@ -157,7 +170,7 @@ class Worker:
         timings["time_ship"] = time.perf_counter() - start
         start = time.perf_counter()
         hooks, labelset, label_metrics = self.warmup, None, {}
-        if epoch >= self.config.train.warmup_epochs:
+        if self.config.supervised or epoch >= self.config.train.warmup_epochs:  # the upper bound has labels from epoch 0
             if self.rank == 0:
                 ray.get(self.actor.relabel.remote(epoch, self.method.relabel_plan(epoch)))
             barrier()
@@ -219,6 +232,7 @@ class Worker:
             for key, value in {"loss": float(loss.detach()), **logs}.items():
                 sums[key] = sums.get(key, 0.0) + value
             rows_seen += len(batch.index)
+        broadcast_buffers(self.net)  # rank 0's BN statistics for this epoch's extraction and evaluation on every rank
         timings["time_train"] = time.perf_counter() - start
         timings["images_per_s"] = all_reduce_mean(rows_seen / max(timings["time_train"], 1e-9), self.device) * self.world
         self.scheduler.step()

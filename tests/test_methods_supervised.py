@@ -1,0 +1,62 @@
+"""The supervised upper bound: identity classifier on the true identities, in place of the method's losses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from raytrain_vireid.config import build_config
+from raytrain_vireid.errors import UserError
+from raytrain_vireid.methods.base import VIEW_A, VIEW_R, VIEW_V, Batch
+from raytrain_vireid.methods.supervised import SupervisedIdentity
+from raytrain_vireid.models import build_model
+from raytrain_vireid.models.identity import ID_LOGITS, WithIdentityClassifier
+from raytrain_vireid.train.launch import fit
+from raytrain_vireid.train.report import read_metrics
+
+
+def test_classifier_logits_only_in_training_and_heads_pass_through():
+    torch.manual_seed(0)
+    net = WithIdentityClassifier(build_model("resnet", depth=18), num_ids=5)
+    assert net.heads == ("global",) and net.feature_dims == {"global": 512}
+    x = torch.randn(4, 3, 64, 32)
+    net.train()
+    out = net(visible=x[:2], infrared=x[2:])
+    assert out[ID_LOGITS].shape == (4, 5)
+    assert torch.allclose(out[ID_LOGITS], out["global"] @ net.classifier.weight.t())
+    net.eval()
+    assert ID_LOGITS not in net(visible=x)
+    assert "classifier.weight" in net.state_dict()
+
+
+def test_loss_is_cross_entropy_over_the_true_identities_of_every_view():
+    config = build_config("baseline", overrides=["supervised=true"])
+    pids = np.array([7, 3, 7, 9, 3, 9])  # classes in sorted pid order: 3 -> 0, 7 -> 1, 9 -> 2
+    method = SupervisedIdentity(config, ("global",), np.array([0, 0, 0, 1, 1, 1], np.int8), pids)
+    assert method.num_ids == 3
+    logits = torch.randn(5, 3, requires_grad=True)
+    batch = Batch(index=torch.tensor([0, 2, 0, 2, 4]), view=torch.tensor([VIEW_V, VIEW_V, VIEW_A, VIEW_A, VIEW_R]),
+                  labels=torch.zeros(5, dtype=torch.long), cross=torch.full((5,), -1))
+    loss, logs = method.loss({ID_LOGITS: logits, "global": torch.randn(5, 8)}, batch, epoch=0)
+    assert torch.allclose(loss, F.cross_entropy(logits, torch.tensor([1, 1, 1, 1, 0])))
+    assert logs["loss_id"] == pytest.approx(float(loss.detach()))
+    assert len(method.memories) == 0
+
+
+def test_the_configured_methods_settings_are_still_checked():
+    salcr = build_config("salcr", overrides=["supervised=true"])
+    SupervisedIdentity(salcr, ("global",), np.zeros(2, np.int8), np.arange(2))  # salcr's own method_params pass
+    bad = build_config("baseline", overrides=["supervised=true", "method_params.k_instance=3"])
+    with pytest.raises(UserError, match="method_params.k_instance: not a setting of method"):
+        SupervisedIdentity(bad, ("global",), np.zeros(2, np.int8), np.arange(2))
+
+
+def test_supervised_run_trains_the_classifier_from_epoch_0(tmp_path, cache, ray_local, tiny_config):
+    result = fit(tiny_config(tmp_path, cache, "sup", 0, "supervised=true"))
+    history = read_metrics(result.run_dir)
+    assert [row["epoch"] for row in history] == [0, 1]
+    assert all(row["loss_id"] > 0 and "loss_instance_global" not in row for row in history)  # no warm-up epoch
+    assert history[0]["clusters_visible"] == 8  # the true training identities of 12 (a third are test ids)
+    assert result.final["epoch"] == 1
