@@ -2,9 +2,10 @@
 
 Resolution order (later wins): built-in defaults below → the method's recipe
 (``raytrain_vireid/recipes/<method>.yaml``: the paper's SYSU-MM01 settings at the top level) → the
-recipe's ``datasets.<kind>`` section for the chosen data (``regdb``, ``llcm``, ``synthetic``: the
-paper's RegDB settings, or CPU-sized settings for the embedded synthetic data) → ``--config FILE.yaml``
-→ command-line flags → ``--set key=value``.
+profile every recipe shares for the chosen kind of data, if any (``recipes/profiles/<kind>.yaml``: the
+CPU settings of the embedded synthetic data) → the recipe's ``datasets.<kind>`` section (``regdb``,
+``llcm``, ``synthetic``: the paper's RegDB settings, or the method's own CPU adjustments) →
+``--config FILE.yaml`` → command-line flags → ``--set key=value``.
 Unknown keys are rejected with the list of valid ones. Every run folder gets the fully resolved
 ``config.yaml``, which loads back unchanged with ``--config``.
 """
@@ -23,6 +24,7 @@ import yaml
 from .errors import UserError
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
+PROFILES_DIR = RECIPES_DIR / "profiles"  # settings every recipe shares for one kind of data (synthetic.yaml)
 METHODS = ("baseline", "mult", "salcr", "sdcl", "hil")
 
 
@@ -372,7 +374,12 @@ def build_config(
         recipe_values = read_yaml(recipe)
         profiles = recipe_values.pop("datasets", {}) or {}
         spec = _nested_get("data.spec", override_values, extra, file_values) or DataConfig.spec
-        merged = _merge(_merge(merged, recipe_values), profiles.get(data_kind(spec), {}))
+        kind = data_kind(spec)
+        shared = PROFILES_DIR / f"{kind}.yaml"
+        merged = _merge(merged, recipe_values)
+        if shared.is_file():
+            merged = _merge(merged, read_yaml(shared))
+        merged = _merge(merged, profiles.get(kind, {}))
     for layer in (file_values, extra, override_values):
         merged = _merge(merged, layer)
     merged["method"] = chosen

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from raytrain_vireid.data import ensure_synthetic, generate, read_sysu
-from raytrain_vireid.data.synthetic import _identity, split_ids
+from raytrain_vireid.data.synthetic import GENERATOR_VERSION, _identity, split_ids
 from raytrain_vireid.errors import UserError
 
 
@@ -57,7 +57,10 @@ def test_infrared_emissivity_is_drawn_independently_of_hue():
 
 
 def test_ensure_synthetic_reuses_a_complete_tree_and_refuses_bad_parameters(tmp_path):
-    stale = tmp_path / "synthetic" / "ids3-img1-32x16-seed0"
+    older = tmp_path / "synthetic" / "ids3-img1-32x16-seed0"  # a tree of an earlier generator is not reused
+    (older / "cam1").mkdir(parents=True)
+    (older / ".complete").write_text("")
+    stale = tmp_path / "synthetic" / f"v{GENERATOR_VERSION}-ids3-img1-32x16-seed0"
     (stale / "cam1").mkdir(parents=True)  # an incomplete tree (no marker) is regenerated
     first = ensure_synthetic(tmp_path, ids=3, images_per_cam=1, height=32, width=16)
     assert first == stale and read_sysu(first).num_rows == 18
@@ -79,3 +82,6 @@ def test_cli_writes_a_tree_and_refuses_a_non_empty_folder(tmp_path):
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode == 2 and "Traceback" not in again.stderr
     assert again.stderr.strip() == f"error: {tmp_path / 't'}: exists and is not empty; choose an empty or new folder"
+    bad_flag = subprocess.run([*command[:3], "--ids", "many"], capture_output=True, text=True)
+    assert bad_flag.returncode == 2 and len(bad_flag.stderr.strip().splitlines()) == 1
+    assert "--ids" in bad_flag.stderr and "Traceback" not in bad_flag.stderr

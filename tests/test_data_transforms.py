@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from raytrain_vireid.data.transforms import (IMAGENET_MEAN, ChannelAdapGray, ChannelExchange, ChannelRandomErasing,
-                                             LinearTransform, build_transform)
+                                             LinearTransform, RandomToneCurve, build_transform, crop_padding)
 from raytrain_vireid.errors import UserError
 
 
@@ -81,3 +81,26 @@ def test_pipelines_and_policy_errors():
     assert stages.index("Normalize") < stages.index("ChannelRandomErasing")
     with pytest.raises(UserError, match="probability must be in"):
         build_transform("visible", ["erasing:2"], 64, 32)
+
+
+def test_tone_curve_maps_luminance_through_random_knots():
+    image = torch.zeros(3, 4, 4)
+    image[:, :2] = 1.0  # top half white (luminance 0.9999), bottom half black
+    image[0, 3, 3] = 0.5  # one reddish pixel: luminance 0.5 * 0.2989
+    curve = RandomToneCurve(p=1.0, knots=4)
+    random.seed(0)
+    random.random()  # the p draw
+    levels = [random.random() for _ in range(5)]
+    random.seed(0)
+    out = curve(image)
+    assert torch.equal(out[0], out[1]) and torch.equal(out[1], out[2])  # one channel, replicated
+    assert torch.allclose(out[0, 0, 0], torch.tensor(levels[4]), atol=1e-3) and torch.allclose(out[0, 2, 0], torch.tensor(levels[0]))
+    x = 0.5 * 0.2989 * 4  # between knots 0 and 1: linear interpolation
+    assert torch.allclose(out[0, 3, 3], torch.tensor(levels[0] + x * (levels[1] - levels[0])), atol=1e-6)
+    assert torch.equal(RandomToneCurve(p=0.0)(image), image)
+
+
+def test_crop_padding_scales_with_the_image_height():
+    assert crop_padding(288) == 10 and crop_padding(64) == 2 and crop_padding(16) == 1
+    pads = [t for t in build_transform("visible", None, 64, 32).transforms if type(t).__name__ == "Pad"]
+    assert pads[0].padding == 2

@@ -55,6 +55,7 @@ def ce(feats, centroids, targets):
 
 def test_relabel_plan_switches_association_on_at_stage_2():
     method = make(stage2_epoch=2)
+    method.config.pseudo.k1 = 30
     assert method.relabel_plan(1).association is None
     plan = method.relabel_plan(2)
     assert plan.association == "hungarian" and plan.cluster_head == "global" and plan.k1 == 30

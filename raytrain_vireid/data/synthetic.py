@@ -17,7 +17,6 @@ seeded by ``(seed, pid, camera, image)``, so the output is deterministic and par
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import tempfile
@@ -28,13 +27,16 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageFilter
 
-from ..errors import UserError, run_cli
+from ..errors import UserArgumentParser, UserError, run_cli
 
 VISIBLE_CAMS = (1, 2, 4, 5)
 INFRARED_CAMS = (3, 6)
-DEFAULT_SYNTHETIC = dict(ids=120, images_per_cam=5, height=128, width=64, seed=0)
+DEFAULT_SYNTHETIC = dict(ids=200, images_per_cam=6, height=128, width=64, seed=0)
 COMPLETE_MARKER = ".complete"
 PATTERNS = ("plain", "stripes", "blocks", "check")
+STRIPE_DIRECTIONS = ("horizontal", "vertical", "diagonal")
+PRINT_SHAPES = ("disc", "square", "bar")
+GENERATOR_VERSION = 2  # part of the cache key: a changed generator never reuses an older tree
 
 
 def _identity(seed: int, pid: int) -> dict:
@@ -51,13 +53,21 @@ def _identity(seed: int, pid: int) -> dict:
         "skin": np.array([0.9, 0.72, 0.6]) * rng.uniform(0.55, 1.05),
         "hair": colour() * 0.5,
         "pattern": PATTERNS[rng.integers(len(PATTERNS))],
+        "stripe_dir": STRIPE_DIRECTIONS[rng.integers(len(STRIPE_DIRECTIONS))],
         "period": rng.uniform(0.04, 0.09),
+        # A print on the chest (shape, place, size, colour): structure that both modalities see.
+        "print": PRINT_SHAPES[rng.integers(len(PRINT_SHAPES))] if rng.random() < 0.6 else None,
+        "print_x": rng.uniform(-0.45, 0.45), "print_y": rng.uniform(0.2, 0.65), "print_size": rng.uniform(0.3, 0.55),
+        "print_c": colour(),
+        "shorts": rng.random() < 0.25,  # bare lower legs: skin, warm in infrared
+        "long_hair": rng.random() < 0.3,
         "hat": rng.random() < 0.3, "hat_c": colour(),
         "bag": rng.integers(3),  # 0 none, 1 shoulder bag, 2 backpack
         "bag_c": colour(), "bag_side": rng.choice([-1, 1]),
         "short_sleeves": rng.random() < 0.4,
         # Emissivities in [0, 1], drawn independently of the colours above.
-        "heat": {part: rng.uniform(0.15, 0.75) for part in ("upper", "upper2", "lower", "shoes", "hat", "bag", "hair")},
+        "heat": {part: rng.uniform(0.15, 0.75)
+                 for part in ("upper", "upper2", "lower", "shoes", "hat", "bag", "hair", "print")},
     }
 
 
@@ -111,16 +121,29 @@ def _person_masks(ident: dict, rng: np.random.Generator, h: int, w: int) -> list
         (np.abs(xx - (cx - leg_w * 0.6 - spread / 2)) <= leg_w * 0.7) | (np.abs(xx - (cx + leg_w * 0.6 + spread / 2)) <= leg_w * 0.7))
     head = ((yy - head_cy) / head_r) ** 2 + ((xx - cx) / (head_r * 0.8)) ** 2 <= 1
     hair = head & (yy < head_cy - 0.3 * head_r)
+    if ident["long_hair"]:  # down to the shoulders, behind the head
+        hair = hair | ((yy >= head_cy - 0.3 * head_r) & (yy < neck + 0.06 * ph) & (np.abs(xx - cx) <= head_r * 0.95) & ~head)
     period = max(ident["period"] * h, 2.0)
-    stripes = ((yy - neck) // period) % 2 == 1
+    along = {"horizontal": yy - neck, "vertical": xx - cx, "diagonal": (yy - neck) + (xx - cx)}[ident["stripe_dir"]]
+    stripes = (along // period) % 2 == 1
     pattern = {
         "plain": np.zeros_like(torso),
         "stripes": stripes,
         "blocks": xx > cx,
         "check": stripes ^ ((((xx - cx) // period) % 2) == 1),
     }[ident["pattern"]]
-    parts = [("skin", head | (arms & (yy >= sleeve_end))), ("hair", hair), ("upper", torso | (arms & (yy < sleeve_end))),
-             ("upper2", torso & pattern), ("lower", legs), ("shoes", shoes)]
+    knee = torso_end + 0.45 * (feet - torso_end)
+    bare_legs = legs & (yy >= knee) if ident["shorts"] else np.zeros_like(legs)
+    parts = [("skin", head | (arms & (yy >= sleeve_end)) | bare_legs), ("upper", torso | (arms & (yy < sleeve_end))),
+             ("upper2", torso & pattern), ("hair", hair), ("lower", legs & ~bare_legs), ("shoes", shoes)]
+    if ident["print"] is not None:
+        px = cx + ident["print_x"] * half
+        py = neck + ident["print_y"] * (torso_end - neck)
+        size = ident["print_size"] * half
+        shape = {"disc": ((yy - py) ** 2 + (xx - px) ** 2) <= size ** 2,
+                 "square": (np.abs(yy - py) <= size) & (np.abs(xx - px) <= size),
+                 "bar": (np.abs(yy - py) <= 0.35 * size) & (np.abs(xx - px) <= 1.6 * size)}[ident["print"]]
+        parts.append(("print", torso & shape))
     if ident["hat"]:
         parts.append(("hat", (np.abs(yy - (head_cy - 0.75 * head_r)) <= 0.4 * head_r) & (np.abs(xx - cx) <= head_r * 1.1)))
     if ident["bag"] == 1:
@@ -130,6 +153,9 @@ def _person_masks(ident: dict, rng: np.random.Generator, h: int, w: int) -> list
         parts.append(("bag", (yy >= neck + 0.05 * ph) & (yy < torso_end - 0.05 * ph) & (np.abs(xx - cx) <= half * 1.05)
                       & (np.abs(xx - cx) >= half * 0.75)))
     return parts
+
+
+_COLOUR_KEY = {"hat": "hat_c", "bag": "bag_c", "print": "print_c"}
 
 
 def render(ident: dict, cam: int, infrared: bool, rng: np.random.Generator, camera: dict, h: int, w: int) -> np.ndarray:
@@ -144,7 +170,7 @@ def render(ident: dict, cam: int, infrared: bool, rng: np.random.Generator, came
     else:
         img = _background(rng, h, w, 3, 0.0, 1.0)
         for name, mask in parts:
-            colour = ident["skin"] if name == "skin" else ident[name if name != "hat" else "hat_c"] if name != "bag" else ident["bag_c"]
+            colour = ident["skin"] if name == "skin" else ident[_COLOUR_KEY.get(name, name)]
             img[mask] = colour
         img = (img @ camera["rotation"].T) * camera["cast"]
     img = img * camera["gain"] * rng.uniform(0.85, 1.15)
@@ -184,8 +210,9 @@ def split_ids(ids: int, seed: int, test_fraction: float = 1 / 3, val_fraction: f
             "train": sorted(order[n_test + n_val :].tolist())}
 
 
-def generate(out: str | Path, ids: int = 120, seed: int = 0, images_per_cam: int = 5, height: int = 128,
-             width: int = 64, test_fraction: float = 1 / 3, processes: int | None = None) -> Path:
+def generate(out: str | Path, ids: int = DEFAULT_SYNTHETIC["ids"], seed: int = DEFAULT_SYNTHETIC["seed"],
+             images_per_cam: int = DEFAULT_SYNTHETIC["images_per_cam"], height: int = DEFAULT_SYNTHETIC["height"],
+             width: int = DEFAULT_SYNTHETIC["width"], test_fraction: float = 1 / 3, processes: int | None = None) -> Path:
     """Write the tree into ``out`` (created; must not hold files already); ``test_fraction`` of the
     identities are test ids, the rest training ids (a tenth of them listed in ``val_id.txt``)."""
     if not 0 < test_fraction < 1:
@@ -225,7 +252,7 @@ def ensure_synthetic(cache_dir: str | Path | None = None, **params) -> Path:
         raise UserError(f"synthetic data: unknown parameter {sorted(unknown)[0]}; valid: {', '.join(DEFAULT_SYNTHETIC)}")
     p = {**DEFAULT_SYNTHETIC, **params}
     base = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    target = base / "synthetic" / f"ids{p['ids']}-img{p['images_per_cam']}-{p['height']}x{p['width']}-seed{p['seed']}"
+    target = base / "synthetic" / f"v{GENERATOR_VERSION}-ids{p['ids']}-img{p['images_per_cam']}-{p['height']}x{p['width']}-seed{p['seed']}"
     if (target / COMPLETE_MARKER).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -246,13 +273,13 @@ def ensure_synthetic(cache_dir: str | Path | None = None, **params) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m raytrain_vireid.data.synthetic", description=__doc__.split("\n\n")[0])
+    parser = UserArgumentParser(prog="python -m raytrain_vireid.data.synthetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--ids", type=int, default=DEFAULT_SYNTHETIC["ids"])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SYNTHETIC["seed"])
     parser.add_argument("--images-per-cam", type=int, default=DEFAULT_SYNTHETIC["images_per_cam"])
-    parser.add_argument("--height", type=int, default=128)
-    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--height", type=int, default=DEFAULT_SYNTHETIC["height"])
+    parser.add_argument("--width", type=int, default=DEFAULT_SYNTHETIC["width"])
     parser.add_argument("--test-fraction", type=float, default=1 / 3)
     args = parser.parse_args(argv)
     out = generate(args.out, ids=args.ids, seed=args.seed, images_per_cam=args.images_per_cam, height=args.height,

@@ -20,6 +20,7 @@ from ..errors import UserError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
+FIELD_HEIGHT, FIELD_PADDING = 288, 10  # the CAJ/ADCA pipelines: Resize 288×144 → Pad 10 → RandomCrop
 
 
 def _gray(img: torch.Tensor) -> torch.Tensor:
@@ -124,16 +125,40 @@ class LinearTransform:
         return img
 
 
+class RandomToneCurve:
+    """With probability ``p``, the luminance of a [0, 1] image through a random intensity curve, on all three
+    channels: piecewise linear over ``knots`` equal segments with a uniform random level at every knot.
+
+    Not from the field's code: a modality bridge of our own for networks without pretrained weights (the
+    synthetic CPU profile's warm-up). Infrared brightness follows material and heat, not hue; a random,
+    non-monotonic curve gives a visible image the same property, so only shape and pattern still match.
+    """
+
+    def __init__(self, p: float = 1.0, knots: int = 6) -> None:
+        self.p, self.knots = p, knots
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        if random.random() >= self.p:
+            return img
+        levels = torch.tensor([random.random() for _ in range(self.knots + 1)], dtype=img.dtype)
+        scaled = _gray(img).clamp(0, 1) * self.knots
+        segment = scaled.floor().clamp(max=self.knots - 1)
+        frac = scaled - segment
+        low, high = levels[segment.long()], levels[segment.long() + 1]
+        return (low + frac * (high - low)).unsqueeze(0).expand_as(img).clone()
+
+
 # name -> (stage, factory(p)); "pil" items run before ToTensor, "raw" items on the [0, 1] tensor before
 # Normalize, "tensor" items after Normalize (the order of the CAJ/ADCA/SDCL/MULT pipelines).
 POLICY_ITEMS: dict[str, tuple[str, Callable[[float], Callable]]] = {
     "color_jitter": ("pil", lambda p: T.RandomApply([T.ColorJitter(0.5, 0.5, 0.5, 0.5)], p=p)),
     "linear": ("raw", LinearTransform),
+    "tone": ("raw", RandomToneCurve),
     "erasing": ("tensor", ChannelRandomErasing),
     "channel_exchange": ("tensor", lambda p: T.RandomApply([ChannelExchange(gray=2)], p=p)),
     "adaptive_gray": ("tensor", ChannelAdapGray),
 }
-_DEFAULT_P = {"color_jitter": 1.0, "linear": 0.5, "erasing": 0.5, "channel_exchange": 1.0, "adaptive_gray": 0.5}
+_DEFAULT_P = {"color_jitter": 1.0, "linear": 0.5, "tone": 1.0, "erasing": 0.5, "channel_exchange": 1.0, "adaptive_gray": 0.5}
 VIEWS = ("visible", "visible_aug", "infrared")
 
 
@@ -151,9 +176,17 @@ def _parse_item(item: str) -> tuple[str, float]:
     return name, p
 
 
+def crop_padding(height: int) -> int:
+    """Padding before the random crop: 10 pixels at the field's 288-pixel height, proportional otherwise."""
+    return max(1, round(FIELD_PADDING * height / FIELD_HEIGHT))
+
+
 def build_transform(view: str, policy: list[str] | None, height: int, width: int, train: bool = True) -> Callable:
-    """The pipeline for one view: Resize → Pad(10) → RandomCrop → HFlip → [PIL items] → ToTensor →
+    """The pipeline for one view: Resize → Pad → RandomCrop → HFlip → [PIL items] → ToTensor →
     [raw items] → Normalize → [tensor items]; ``train=False``: Resize → ToTensor → Normalize.
+
+    The padding is the field's 10 pixels at its 288-pixel height, scaled with ``height`` (2 at 64):
+    a fixed 10 would shift a 64×32 crop by up to a third of its width.
 
     ``policy`` items are ``name`` or ``name:p``; items keep their given order within a stage."""
     if view not in VIEWS:
@@ -164,5 +197,5 @@ def build_transform(view: str, policy: list[str] | None, height: int, width: int
     items = [_parse_item(item) for item in policy or []]
     stage = {key: [POLICY_ITEMS[name][1](p) for name, p in items if POLICY_ITEMS[name][0] == key]
              for key in ("pil", "raw", "tensor")}
-    base = [T.Resize((height, width)), T.Pad(10), T.RandomCrop((height, width)), T.RandomHorizontalFlip()]
+    base = [T.Resize((height, width)), T.Pad(crop_padding(height)), T.RandomCrop((height, width)), T.RandomHorizontalFlip()]
     return T.Compose([*base, *stage["pil"], T.ToTensor(), *stage["raw"], normalize, *stage["tensor"]])

@@ -1,0 +1,107 @@
+"""Every method's default synthetic demo, and the supervised upper bound, with the exact CLI a user runs.
+
+For each method (and ``--supervised`` on the baseline), in sequence on this machine::
+
+    python -m raytrain_vireid.run --num-workers W --method M --name bench-M --storage-path DIR --set run.progress=plain
+
+then reads the run folder: the final (last-epoch) SYSU all-search and indoor scores (``final_eval.json``), the
+untrained network's score (epoch -1) and the last epoch's pseudo-label ARI per modality (``metrics.csv``), and
+the wall time of the command (Ray start-up and data preparation included; the synthetic data is generated
+once, before the first timed run). Prints a Markdown table and writes it to ``DIR/methods.md``.
+
+    python benchmarks/methods.py [--methods baseline,mult,salcr,sdcl,hil] [--num-workers 2] [--storage-path DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from raytrain_vireid.config import METHODS, build_config
+from raytrain_vireid.train.launch import prepare_data
+from raytrain_vireid.train.report import read_metrics
+
+SUPERVISED = "supervised"
+
+
+def run_one(method: str, args: argparse.Namespace) -> dict[str, object]:
+    """One demo run through the CLI; its scores and wall time."""
+    name = f"bench-{method}"
+    run_dir = Path(args.storage_path) / name
+    if run_dir.exists():
+        raise SystemExit(f"error: {run_dir} exists; choose another --storage-path (a benchmark never resumes)")
+    command = [sys.executable, "-m", "raytrain_vireid.run", "--num-workers", str(args.num_workers), "--name", name,
+               "--storage-path", args.storage_path, "--set", "run.progress=plain", *args.sets]
+    command += ["--method", "baseline", "--supervised", "--set", "eval.untrained=true"] if method == SUPERVISED \
+        else ["--method", method]
+    start = time.perf_counter()
+    with open(run_dir.with_suffix(".log"), "w") as log:
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
+    wall = time.perf_counter() - start
+    if code != 0:
+        return {"method": method, "status": f"failed (exit {code}, see {run_dir.with_suffix('.log')})", "wall_s": wall}
+    final = json.loads((run_dir / "final_eval.json").read_text())
+    rows = {row["name"]: row for row in final["rows"]}
+    history = read_metrics(run_dir)
+    untrained = next((row for row in history if row["epoch"] == -1), {})
+    last = next((row for row in reversed(history) if "ari_visible" in row), {})
+    return {"method": method, "status": "ok", "epochs": final["epoch"] + 1, "wall_s": wall,
+            "all": rows.get("sysu all", {}), "indoor": rows.get("sysu indoor", {}),
+            "untrained_mAP": untrained.get("mAP"), "ari_visible": last.get("ari_visible"),
+            "ari_infrared": last.get("ari_infrared")}
+
+
+def _pct(value: object) -> str:
+    return "–" if value is None else f"{100 * float(value):.2f}"
+
+
+def table(results: list[dict[str, object]]) -> str:
+    lines = ["| method | all mAP | all R1 | all mINP | indoor mAP | untrained all mAP | ARI vis / IR (last epoch) "
+             "| epochs | wall time |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        if r["status"] != "ok":
+            lines.append(f"| {r['method']} | {r['status']} | | | | | | | {r['wall_s']:.0f} s |")
+            continue
+        a, i = r["all"], r["indoor"]
+        ari = "–" if r["ari_visible"] is None else f"{r['ari_visible']:.3f} / {r['ari_infrared']:.3f}"
+        label = "supervised upper bound (baseline network, true ids)" if r["method"] == SUPERVISED else r["method"]
+        lines.append(f"| {label} | {_pct(a.get('mAP'))} | {_pct(a.get('r1'))} | {_pct(a.get('mINP'))} | "
+                     f"{_pct(i.get('mAP'))} | {_pct(r['untrained_mAP'])} | {ari} | {r['epochs']} | {r['wall_s']:.0f} s |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods")
+    parser.add_argument("--no-supervised", action="store_true", help="skip the supervised upper-bound row")
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--storage-path", default="/tmp/raytrain-vireid-methods")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra --set for every run (e.g. data.cache_dir=...)")
+    args = parser.parse_args()
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise SystemExit(f"error: --methods: unknown {unknown[0]!r}; valid: {', '.join(METHODS)}")
+    args.sets = [item for s in args.sets for item in ("--set", s)]
+    Path(args.storage_path).mkdir(parents=True, exist_ok=True)
+    overrides = [s for s in args.sets if s != "--set"]
+    prepare_data(build_config("baseline", overrides=overrides))  # generate the synthetic data before timing anything
+    print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}; {args.num_workers} Ray workers per run")
+    results = []
+    for method in methods + ([] if args.no_supervised else [SUPERVISED]):
+        results.append(run_one(method, args))
+        print(f"{method}: {results[-1]['status']} in {results[-1]['wall_s']:.0f} s", flush=True)
+    text = table(results)
+    (Path(args.storage_path) / "methods.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
