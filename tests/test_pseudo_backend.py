@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse
 
 from raytrain_vireid.errors import UserError
-from raytrain_vireid.pseudo.backend import get_backend, repeat_each
+from raytrain_vireid.pseudo.backend import get_backend, repeat_each, segment_sums
 
 HAS_GPU_EXTRAS = importlib.util.find_spec("cupy") is not None and importlib.util.find_spec("cuml") is not None
 
@@ -47,3 +47,13 @@ def test_repeat_each_matches_np_repeat(xp):
     values, counts = np.array([5, 6, 7, 8]), np.array([2, 0, 3, 1])
     np.testing.assert_array_equal(repeat_each(values, counts, xp), [5, 5, 7, 7, 7, 8])
     assert repeat_each(values[:0], counts[:0], xp).shape == (0,)
+
+
+@pytest.mark.parametrize("xp", [np, _NotNumpy()], ids=["numpy", "running-sum-branch"])
+def test_segment_sums_match_np_add_reduceat(xp):
+    values = np.array([0.5, 0.25, 1.0, 2.0, 0.125, 4.0], dtype=np.float32)
+    starts = np.array([0, 2, 3, 5])
+    out = segment_sums(values, starts, xp)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, [0.75, 1.0, 2.125, 4.0])
+    assert segment_sums(values[:0], starts[:0], xp).shape == (0,)

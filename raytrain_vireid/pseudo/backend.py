@@ -108,3 +108,15 @@ def repeat_each(values: Any, counts: Any, xp: Any) -> Any:
     ends = xp.cumsum(counts)
     total = int(ends[-1]) if ends.shape[0] else 0
     return values[xp.searchsorted(ends, xp.arange(total), side="right")]
+
+
+def segment_sums(values: Any, starts: Any, xp: Any) -> Any:
+    """Sums of ``values[starts[i]:starts[i+1]]`` (the last segment runs to the end), as ``np.add.reduceat``.
+
+    CuPy has no ``reduceat``: on the GPU the sums are differences of a float64 running sum.
+    """
+    if xp is np:
+        return np.add.reduceat(values, starts) if starts.shape[0] else values[:0]
+    running = xp.concatenate([xp.zeros(1, dtype=xp.float64), xp.cumsum(values, dtype=xp.float64)])
+    ends = xp.concatenate([starts[1:], xp.asarray([values.shape[0]], dtype=starts.dtype)])
+    return (running[ends] - running[starts]).astype(values.dtype)
