@@ -35,6 +35,7 @@ from raytrain_vireid.train.extract import extract_features
 from raytrain_vireid.train.launch import fit, prepare_data
 from raytrain_vireid.train.loop import (build_method, build_model_from_config, build_optimizer, gather_batch,
                                         make_batch)
+from raytrain_vireid.train.ray_logging import SETUP_HOOK
 from raytrain_vireid.train.report import read_metrics
 
 PHASES = ("time_extract", "time_ship", "time_relabel", "time_train", "time_eval")
@@ -108,7 +109,8 @@ def main() -> None:
         torch.set_num_threads(1)  # a Ray worker with 1 CPU runs torch with 1 thread: compare like with like
         plain = plain_loop(base, args.iters)
         torch.set_num_threads(os.cpu_count() or 1)
-        ray.init(address="local", num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False)
+        ray.init(address="local", num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False,
+                 runtime_env={"worker_process_setup_hook": SETUP_HOOK})
         try:
             one = ray_run(settings(storage, cache, "ray1", 1, args.iters, args.ids, *supervised))
             two = ray_run(settings(storage, cache, "ray2", 2, args.iters, args.ids, *supervised))

@@ -9,6 +9,7 @@ import pytest
 import ray
 
 from raytrain_vireid.config import Config, build_config
+from raytrain_vireid.train.ray_logging import SETUP_HOOK
 
 
 def _tiny_config(storage: Path, cache: Path, name: str, num_workers: int, *sets: str, method: str = "baseline") -> Config:
@@ -34,6 +35,6 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ray_local():
-    ray.init(address="local", num_cpus=4, include_dashboard=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, runtime_env={"worker_process_setup_hook": SETUP_HOOK})
     yield
     ray.shutdown()
