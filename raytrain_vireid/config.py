@@ -54,6 +54,7 @@ class ModelConfig:
     last_stride: int = 1
     gem_p: float = 3.0
     vit_size: str = "tiny"  # tiny | base
+    vit_stem: str = "linear"  # ViT patch embedding: linear | ics (TransReID-SSL's IBN conv stem)
     drop_path: float = 0.0
     parts: int = 0  # SALCR part branch: number of horizontal parts (0 = off)
 
@@ -426,7 +427,8 @@ def validate(config: Config) -> None:
     """Cross-field checks that types alone cannot express."""
     _choice(config.model.arch, ("resnet", "vit"), "model.arch")
     _choice(config.model.depth, (18, 34, 50), "model.depth")
-    _choice(config.model.vit_size, ("tiny", "small", "base"), "model.vit_size")
+    _choice(config.model.vit_size, ("tiny", "base"), "model.vit_size")
+    _choice(config.model.vit_stem, ("linear", "ics"), "model.vit_stem")
     _choice(config.train.optimizer, ("adam", "sgd"), "train.optimizer")
     _choice(config.pseudo.backend, ("auto", "cpu", "gpu"), "pseudo.backend")
     _choice(config.pseudo.feature_dtype, ("float16", "float32"), "pseudo.feature_dtype")

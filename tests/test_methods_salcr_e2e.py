@@ -25,3 +25,13 @@ def test_salcr_two_workers_both_stages(tmp_path, cache, ray_local, tiny_config):
     assert "loss_intra_global" not in stage2 and stage2["cross_coverage_visible"] > 0
     assert any((p / "state.pt").is_file() for p in result.run_dir.glob("checkpoint_*"))
     assert "mAP" in stage2 and result.final["epoch"] == 1
+
+
+@pytest.mark.slow
+def test_part_branch_idle_under_the_baseline_two_workers(tmp_path, cache, ray_local, tiny_config):
+    """A method that never trains the part branch (here the baseline, warm-up epoch then cluster epoch) still
+    runs under DDP with ``model.parts`` set: the branch's parameters get no gradient in any step."""
+    config = tiny_config(tmp_path, cache, "baseline-parts", 2, "model.parts=3", "stage.stage2_epoch=5")
+    history = read_metrics(fit(config).run_dir)
+    assert [row["epoch"] for row in history] == [0, 1]
+    assert history[1]["loss_intra_global"] > 0 and all(row["memory_drift"] == 0 for row in history)

@@ -1,11 +1,11 @@
-"""SDCL ViT: shapes, heads, shallow path, per-modality embeddings, timm-style weight mapping."""
+"""SDCL ViT: shapes, heads, shallow path, per-modality embeddings, ICS stem, timm-style weight mapping."""
 
 import pytest
 import torch
 
 from raytrain_vireid.errors import UserError
 from raytrain_vireid.models import build_model
-from raytrain_vireid.models.vit import Block, SDCLViT, load_vit_weights, resize_pos_embed
+from raytrain_vireid.models.vit import IBN, Block, SDCLViT, load_vit_weights, resize_pos_embed
 
 
 def tiny() -> SDCLViT:
@@ -130,3 +130,60 @@ def test_unreadable_vit_weights(tmp_path):
     bad.write_text("nope")
     with pytest.raises(UserError, match="vit.pth: cannot read weights file"):
         load_vit_weights(tiny(), bad)
+
+
+# TransReID-SSL's ICS stem as its checkpoints name it (``patch_embed.`` + these), e.g. vit_base_ics_cfs_lup.pth.
+ICS_KEYS = {f"conv.{i}.weight" for i in (0, 3, 6)} | {
+    f"conv.{i}.{norm}.{name}" for i in (1, 4) for norm, names in (
+        ("IN", ("weight", "bias")), ("BN", ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")))
+    for name in names} | {f"conv.7.{name}" for name in ("weight", "bias", "running_mean", "running_var",
+                                                         "num_batches_tracked")} | {"proj.weight", "proj.bias"}
+
+
+def test_ics_stem_layout_grid_and_per_modality_copies():
+    torch.manual_seed(0)
+    model = build_model("vit", config="vit_tiny", stem="ics").eval()
+    assert set(model.patch_embed.state_dict()) == ICS_KEYS
+    assert model.patch_embed.proj.weight.shape == (192, 64, 8, 8)  # half the patch after the stride-2 stem
+    assert model.patch_embed.conv[0].weight.shape == (64, 3, 7, 7) and model.patch_embed.conv[0].stride == (2, 2)
+    assert model.cfg.grid == (8, 4) and model(visible=images(2), infrared=images(1))["deep"].shape == (3, 192)
+    assert model.patch_embed_ir.conv[0].weight is not model.patch_embed.conv[0].weight
+    assert build_model("vit", config="vit_base", stem="ics").cfg.grid == (18, 9)
+    assert set(build_model("vit", config="vit_tiny").patch_embed.state_dict()) == {"proj.weight", "proj.bias"}
+    with pytest.raises(UserError, match="model.vit_stem: unknown stem 'conv'"):
+        build_model("vit", config="vit_tiny", stem="conv")
+    with pytest.raises(UserError, match="model.vit_stem: ics needs an even patch size and stride, got 16 and 15"):
+        build_model("vit", config="vit_tiny", stem="ics", stride=15)
+
+
+def test_ibn_normalises_half_per_image_and_half_over_the_batch():
+    ibn = IBN(6).train()
+    x = torch.randn(2, 6, 4, 4)
+    x[0] += 3.0  # the images differ in level: instance norm removes it, batch norm keeps it
+    x[1] -= 3.0
+    out = ibn(x)
+    per_image = out.mean(dim=(2, 3))
+    torch.testing.assert_close(per_image[:, :3], torch.zeros(2, 3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[:, 3:].mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
+    assert (per_image[0, 3:] > 0.5).all() and (per_image[1, 3:] < -0.5).all()
+
+
+def test_load_ics_checkpoint_into_both_modalities(tmp_path):
+    torch.manual_seed(4)
+    source = build_model("vit", config="vit_tiny", stem="ics")
+    stem = {f"patch_embed.{k}": v.clone() + (0.5 if v.is_floating_point() else 0)
+            for k, v in source.patch_embed.state_dict().items()}
+    state = {k: v for k, v in timm_state().items() if not k.startswith("patch_embed.")} | stem
+    path = tmp_path / "vit_ics.pth"
+    torch.save(state, path)
+    model = build_model("vit", config="vit_tiny", stem="ics")
+    report = load_vit_weights(model, path)
+    assert sorted(report.unexpected) == ["head.bias", "head.weight"] and report.mismatched == []
+    assert not [k for k in report.missing if "patch_embed" in k]
+    for embed in (model.patch_embed, model.patch_embed_ir):
+        assert torch.equal(embed.conv[4].IN.weight, stem["patch_embed.conv.4.IN.weight"])
+        assert torch.equal(embed.conv[7].running_var, stem["patch_embed.conv.7.running_var"])
+        assert torch.equal(embed.proj.weight, stem["patch_embed.proj.weight"])
+    linear = load_vit_weights(build_model("vit", config="vit_tiny"), path)  # the wrong stem is reported
+    assert "patch_embed.conv.0.weight" in linear.unexpected
+    assert "patch_embed.proj.weight (192, 64, 8, 8)!=(192, 3, 16, 16)" in linear.mismatched

@@ -77,8 +77,6 @@ class Method:
     needs_instance_features: ClassVar[bool] = False
     # Model outputs all-gathered for :meth:`update_memories` besides the heads (any shape (rows, ...)).
     gathered_outputs: ClassVar[tuple[str, ...]] = ()
-    # True when some parameters get no gradient in some steps (e.g. a head idle in stage 1): DDP must look for them.
-    ddp_find_unused_parameters: ClassVar[bool] = False
 
     def __init__(self, config: Config, heads: tuple[str, ...], modality: np.ndarray) -> None:
         unknown = sorted(set(config.method_params) - set(self.PARAMS))

@@ -90,7 +90,6 @@ class SALCR(Method):
     }
     LOSS_DEFAULTS: ClassVar[dict[str, float]] = {"gpcr": 0.5}  # λ₂
     gathered_outputs = PART_OUTPUTS
-    ddp_find_unused_parameters = True  # the part head takes no gradient in stage 1
 
     def __init__(self, config: Config, heads: tuple[str, ...], modality: np.ndarray) -> None:
         super().__init__(config, heads, modality)

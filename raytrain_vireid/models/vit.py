@@ -8,8 +8,10 @@ non-square inputs (e.g. 288×144 at stride 16 -> 18×9 patches), drop-path and t
            block] → ``b2`` (another copy of block L-1 + LayerNorm) → CLS → own BN → ``"shallow"``
 
 The prepended token is the CLS token that enters ``b1`` (as TransReID's JPM head takes it).
-Not implemented: the IBN convolutional stem ("ICS") of TransReID-SSL; only the plain linear patch
-embedding exists, so an ICS checkpoint's stem tensors are reported as unexpected/mismatched on load.
+Patch embedding (``stem``): ``linear`` (one Conv2d of kernel ``patch_size``, the plain ViT) or ``ics``
+(TransReID-SSL's IBN convolutional stem, which its LUPerson checkpoints such as
+``vit_base_ics_cfs_lup.pth`` were trained with: three convolutions at half resolution, then a Conv2d of
+half the patch size; each modality has its own copy, like the linear embedding).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class ViTConfig:
     num_heads: int = 12
     mlp_ratio: float = 4.0
     drop_path: float = 0.1
+    stem: str = "linear"  # linear | ics
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -72,15 +75,55 @@ class Block(EncoderBlock):
         return x + self.drop_path(self.mlp(self.ln_2(x)))
 
 
+class IBN(nn.Module):
+    """Instance-batch normalisation: InstanceNorm2d (affine) on the first half of the channels, BatchNorm2d on
+    the rest. The attribute names ``IN`` and ``BN`` are those of TransReID-SSL's checkpoints."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.half = channels // 2
+        self.IN = nn.InstanceNorm2d(self.half, affine=True)  # noqa: N815 - checkpoint key names
+        self.BN = nn.BatchNorm2d(channels - self.half)  # noqa: N815
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first, second = torch.split(x, [self.half, x.shape[1] - self.half], dim=1)
+        return torch.cat([self.IN(first.contiguous()), self.BN(second.contiguous())], dim=1)
+
+
+ICS_WIDTH = 64  # channels of the ICS stem's convolutions
+
+
+def ics_stem() -> nn.Sequential:
+    """TransReID-SSL's stem: 7x7/2 conv -> IBN -> ReLU -> 3x3 conv -> IBN -> ReLU -> 3x3 conv -> BN -> ReLU
+    (no conv biases); indices 0..8 match the checkpoints' ``patch_embed.conv.*`` keys."""
+
+    def conv(c_in: int, kernel: int, stride: int) -> nn.Conv2d:
+        return nn.Conv2d(c_in, ICS_WIDTH, kernel_size=kernel, stride=stride, padding=kernel // 2, bias=False)
+
+    return nn.Sequential(conv(3, 7, 2), IBN(ICS_WIDTH), nn.ReLU(inplace=True), conv(ICS_WIDTH, 3, 1), IBN(ICS_WIDTH),
+                         nn.ReLU(inplace=True), conv(ICS_WIDTH, 3, 1), nn.BatchNorm2d(ICS_WIDTH), nn.ReLU(inplace=True))
+
+
 class PatchEmbed(nn.Module):
-    """Linear patch embedding: Conv2d(3, dim, patch, stride) -> tokens (B, rows·cols, dim)."""
+    """Patch embedding -> tokens (B, rows·cols, dim): ``linear`` = Conv2d(3, dim, patch, stride); ``ics`` = the
+    stride-2 ICS stem, then Conv2d(64, dim, patch/2, stride/2), which gives the same grid on even image sizes."""
 
     def __init__(self, cfg: ViTConfig) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(3, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.stride)
+        if cfg.stem not in ("linear", "ics"):
+            raise UserError(f"model.vit_stem: unknown stem {cfg.stem!r}; choose linear or ics")
+        if cfg.stem == "ics":
+            if cfg.patch_size % 2 or cfg.stride % 2:
+                raise UserError(f"model.vit_stem: ics needs an even patch size and stride, got {cfg.patch_size} "
+                                f"and {cfg.stride}")
+            self.conv = ics_stem()
+            self.proj = nn.Conv2d(ICS_WIDTH, cfg.dim, kernel_size=cfg.patch_size // 2, stride=cfg.stride // 2)
+        else:
+            self.conv = nn.Identity()
+            self.proj = nn.Conv2d(3, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
+        return self.proj(self.conv(x)).flatten(2).transpose(1, 2)
 
 
 def _head(block: nn.Module, dim: int) -> nn.Sequential:

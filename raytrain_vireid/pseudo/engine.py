@@ -128,10 +128,6 @@ def relabel(
         labels[rows[VISIBLE]], labels[rows[INFRARED]] = result.labels_v, result.labels_r
         cross[rows[VISIBLE]], cross[rows[INFRARED]] = result.cross_v, result.cross_r
         soft = {_SOFT_KEYS[key]: value.astype(np.float32) for key, value in result.soft.items()}
-        if result.features_v is not None:
-            fused = np.zeros((modality.shape[0], result.features_v.shape[1]), dtype=np.float32)
-            fused[rows[VISIBLE]], fused[rows[INFRARED]] = result.features_v, result.features_r
-            extra["fused_features"] = fused
         extra["association"] = {k: v for k, v in result.info.items() if isinstance(v, (int, float, np.ndarray))}
     num = {m: int(labels[rows[m]].max(initial=-1)) + 1 for m in MODALITIES}
     with _timed(metrics, "centroids"):

@@ -53,7 +53,7 @@ def build_model_from_config(config: Config) -> nn.Module:
     m = config.model
     if m.arch == "vit":
         return build_model("vit", config=f"vit_{m.vit_size}", pretrained=m.pretrained,
-                           image_size=(config.data.height, config.data.width), drop_path=m.drop_path)
+                           image_size=(config.data.height, config.data.width), drop_path=m.drop_path, stem=m.vit_stem)
     return build_model("resnet", depth=m.depth, pretrained=m.pretrained, last_stride=m.last_stride, gem_p=m.gem_p,
                        parts=m.parts)
 
@@ -124,7 +124,9 @@ class Worker:
             load_init_weights(net, config.train.init_checkpoint)
         modality = self.table["modality"].to_numpy().astype(np.int8)
         self.method, net = build_method(config, net, self.table)
-        ddp = {"find_unused_parameters": True} if self.method.ddp_find_unused_parameters else None
+        # The part branch (model.parts) gets no gradient in warm-up epochs, in SALCR's stage 1 and under every
+        # other method: DDP must look for its unused parameters.
+        ddp = {"find_unused_parameters": True} if config.model.parts > 0 else None
         self.model = ray.train.torch.prepare_model(net, parallel_strategy_kwargs=ddp)
         self.net = getattr(self.model, "module", self.model)
         self.heads = tuple(self.net.heads)

@@ -15,6 +15,8 @@ class Association:
     """Cross-modality labels. ``cross_v``: visible rows in the INFRARED label space; ``cross_r``: infrared
     rows in the VISIBLE space (-1 = none). ``labels_v/labels_r`` are the (possibly re-assigned) own labels.
     ``soft`` holds per-modality (N_m, C) float32 targets keyed ``own_v``, ``cross_v``, ``own_r``, ``cross_r``.
+    ``features_v/_r``: the features the association ran on when it transformed them (CMFP's fused features);
+    for inspection only, the engine does not ship them in the LabelSet (memories start from the raw centres).
     """
 
     labels_v: np.ndarray
