@@ -9,7 +9,12 @@ untrained network's score (epoch -1) and the last epoch's pseudo-label ARI per m
 the wall time of the command (Ray start-up and data preparation included; the synthetic data is generated
 once, before the first timed run). Prints a Markdown table and writes it to ``DIR/methods.md``.
 
+``--ssl-epochs N`` first trains a self-supervised start: one run of N instance-contrast warm-up epochs and no
+clustering (``--set train.epochs=N --set train.warmup_epochs=N``); every row then starts from its last checkpoint
+(``--set train.init_checkpoint=... --set train.warmup_epochs=0``), the supervised upper bound included.
+
     python benchmarks/methods.py [--methods baseline,mult,salcr,sdcl,hil] [--num-workers 2] [--storage-path DIR]
+        [--ssl-epochs N]
 """
 
 from __future__ import annotations
@@ -30,20 +35,36 @@ from raytrain_vireid.train.report import read_metrics
 SUPERVISED = "supervised"
 
 
-def run_one(method: str, args: argparse.Namespace) -> dict[str, object]:
-    """One demo run through the CLI; its scores and wall time."""
-    name = f"bench-{method}"
+def run_cli(name: str, args: argparse.Namespace, *options: str) -> tuple[Path, int, float]:
+    """``python -m raytrain_vireid.run`` with the benchmark's workers, storage and ``--set``s plus ``options``;
+    the run folder, exit status and wall time (output in ``<run folder>.log``)."""
     run_dir = Path(args.storage_path) / name
     if run_dir.exists():
         raise SystemExit(f"error: {run_dir} exists; choose another --storage-path (a benchmark never resumes)")
     command = [sys.executable, "-m", "raytrain_vireid.run", "--num-workers", str(args.num_workers), "--name", name,
-               "--storage-path", args.storage_path, "--set", "run.progress=plain", *args.sets]
-    command += ["--method", "baseline", "--supervised", "--set", "eval.untrained=true"] if method == SUPERVISED \
-        else ["--method", method]
+               "--storage-path", args.storage_path, "--set", "run.progress=plain", *args.sets, *options]
     start = time.perf_counter()
     with open(run_dir.with_suffix(".log"), "w") as log:
         code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
-    wall = time.perf_counter() - start
+    return run_dir, code, time.perf_counter() - start
+
+
+def ssl_start(epochs: int, args: argparse.Namespace) -> list[str]:
+    """Train the self-supervised start (``epochs`` warm-up epochs only); the ``--set``s that start a run from it."""
+    run_dir, code, wall = run_cli("bench-ssl", args, "--method", "baseline", "--set", f"train.epochs={epochs}",
+                                  "--set", f"train.warmup_epochs={epochs}")
+    if code != 0:
+        raise SystemExit(f"error: the self-supervised run failed (exit {code}, see {run_dir.with_suffix('.log')})")
+    checkpoint = max(run_dir.glob("checkpoint_*"), key=lambda path: path.stat().st_mtime)
+    print(f"self-supervised start: {epochs} epochs in {wall:.0f} s -> {checkpoint}", flush=True)
+    return ["--set", f"train.init_checkpoint={checkpoint}", "--set", "train.warmup_epochs=0"]
+
+
+def run_one(method: str, args: argparse.Namespace) -> dict[str, object]:
+    """One demo run through the CLI; its scores and wall time."""
+    options = ["--method", "baseline", "--supervised", "--set", "eval.untrained=true"] if method == SUPERVISED \
+        else ["--method", method]
+    run_dir, code, wall = run_cli(f"bench-{method}", args, *options, *args.start)
     if code != 0:
         return {"method": method, "status": f"failed (exit {code}, see {run_dir.with_suffix('.log')})", "wall_s": wall}
     final = json.loads((run_dir / "final_eval.json").read_text())
@@ -82,6 +103,8 @@ def main() -> None:
     parser.add_argument("--no-supervised", action="store_true", help="skip the supervised upper-bound row")
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--storage-path", default="/tmp/raytrain-vireid-methods")
+    parser.add_argument("--ssl-epochs", type=int, default=0,
+                        help="start every run from a self-supervised run of this many epochs (0: from scratch)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="extra --set for every run (e.g. data.cache_dir=...)")
     args = parser.parse_args()
@@ -94,6 +117,7 @@ def main() -> None:
     overrides = [s for s in args.sets if s != "--set"]
     prepare_data(build_config("baseline", overrides=overrides))  # generate the synthetic data before timing anything
     print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}; {args.num_workers} Ray workers per run")
+    args.start = ssl_start(args.ssl_epochs, args) if args.ssl_epochs > 0 else []
     results = []
     for method in methods + ([] if args.no_supervised else [SUPERVISED]):
         results.append(run_one(method, args))

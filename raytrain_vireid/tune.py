@@ -117,7 +117,9 @@ class _TrialRun:
     the dashboard (``ray[default]``), absent from a plain install and off in our local Ray; the next trial
     then waits for CPUs that never come back (ray-project/ray#54305). So ``cleanup()`` aborts the run the way
     Ray Train expects (``abort()`` removes the placement group and stops the cleaner) and waits until
-    ``fit()`` has stopped the memory actor, before the trial's resources are handed to the next trial.
+    ``fit()`` has stopped the memory actor, before the trial's resources are handed to the next trial. The
+    controller's handle comes from :func:`_controller_callback` as soon as the controller runs, so a trial
+    stopped before its first report (Ctrl-C during start-up) is aborted too.
     """
 
     def __init__(self) -> None:
@@ -132,17 +134,24 @@ class _TrialRun:
         if self.controller_box is None or self.finished.is_set():
             return
         self.stopping = True
-        try:
-            controller = self.controller_box.get_nowait()
-        except Exception:  # ray.util.queue.Empty: no report yet, so no controller handle either
-            controller = None
-        if controller is None:  # stopped before its first report (Ctrl-C): Ray ends the run with the actor
+        controller = self._controller(timeout_s)
+        if controller is None:  # fit() ended (or never started a controller) within the timeout: nothing to abort
             return
         try:
             ray.get(controller.abort.remote(), timeout=timeout_s)
         except Exception:  # abort() ends by exiting the controller actor: its caller sees the actor die
             pass
         self.finished.wait(timeout_s)
+
+    def _controller(self, timeout_s: float) -> Any:
+        """The Train controller's handle, waiting (bounded) while ``fit()`` is still starting it."""
+        deadline = time.monotonic() + timeout_s
+        while not self.finished.is_set() and time.monotonic() < deadline:
+            try:
+                return self.controller_box.get(timeout=0.5)
+            except Exception:  # ray.util.queue.Empty: the controller has not started yet
+                continue
+        return None
 
 
 _RUN = _TrialRun()
@@ -165,7 +174,7 @@ def run_trial(params: dict[str, Any], *, base_file: str, trials_dir: str) -> Non
     config = build_config(config_file=base_file, overrides=overrides)
     _RUN.controller_box = Queue(1, actor_options={"num_cpus": 0})
     try:
-        fit(config, callbacks=[_report_callback(_RUN.controller_box)])
+        fit(config, callbacks=[_controller_callback(_RUN.controller_box), _report_callback()])
     except Exception:
         if not _RUN.stopping:  # a trial Tune stopped ends with its aborted run's error: not the trial's fault
             raise
@@ -173,27 +182,34 @@ def run_trial(params: dict[str, Any], *, base_file: str, trials_dir: str) -> Non
         _RUN.finished.set()
 
 
-def _report_callback(controller_box: Any) -> Any:
-    """``TuneReportCallback`` that adds :data:`EPOCHS_KEY` to each result and first hands the Train controller's
-    handle to the trial (``_TrialRun.stop``): before the first metrics reach Tune, so it is there whenever a
-    scheduler can stop the trial."""
+def _controller_callback(controller_box: Any) -> Any:
+    """A controller callback that hands the Train controller's handle to the trial (``_TrialRun.stop``) as soon as
+    the controller runs, before it reserves the worker group. Ray Train passes ``RunConfig`` callbacks that are not
+    ``UserCallback``s to the controller as they are; ``ControllerCallback`` is its developer API for that."""
     import ray
+    from ray.train.v2._internal.execution.callback import ControllerCallback
+
+    class ControllerHandleCallback(ControllerCallback):
+        def __init__(self, box: Any) -> None:
+            self._box = box
+
+        def after_controller_start(self, train_run_context: Any) -> None:  # runs in the controller
+            self._box.put_nowait(ray.get_runtime_context().current_actor)
+
+    return ControllerHandleCallback(controller_box)
+
+
+def _report_callback() -> Any:
+    """``TuneReportCallback`` that adds :data:`EPOCHS_KEY` (epochs done: ASHA's time axis) to each result."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
     class TrialReportCallback(TuneReportCallback):
-        def __init__(self, box: Any) -> None:
-            super().__init__()
-            self._controller_box = box
-
         def after_report(self, run_context: Any, metrics: Any, checkpoint: Any) -> None:  # runs in the controller
-            if self._controller_box is not None:
-                self._controller_box.put(ray.get_runtime_context().current_actor)
-                self._controller_box = None
             if "epoch" in metrics[0]:
                 metrics = [{**metrics[0], EPOCHS_KEY: int(metrics[0]["epoch"]) + 1}, *metrics[1:]]
             super().after_report(run_context, metrics, checkpoint)
 
-    return TrialReportCallback(controller_box)
+    return TrialReportCallback()
 
 
 def make_trainable(base_file: str, trials_dir: str) -> Any:
