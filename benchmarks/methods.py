@@ -51,12 +51,16 @@ def run_cli(name: str, args: argparse.Namespace, *options: str) -> tuple[Path, i
 
 def ssl_start(epochs: int, args: argparse.Namespace) -> list[str]:
     """Train the self-supervised start (``epochs`` warm-up epochs only); the ``--set``s that start a run from it."""
-    run_dir, code, wall = run_cli("bench-ssl", args, "--method", "baseline", "--set", f"train.epochs={epochs}",
-                                  "--set", f"train.warmup_epochs={epochs}")
-    if code != 0:
-        raise SystemExit(f"error: the self-supervised run failed (exit {code}, see {run_dir.with_suffix('.log')})")
-    checkpoint = max(run_dir.glob("checkpoint_*"), key=lambda path: path.stat().st_mtime)
-    print(f"self-supervised start: {epochs} epochs in {wall:.0f} s -> {checkpoint}", flush=True)
+    run_dir = Path(args.storage_path) / "bench-ssl"
+    if (run_dir / "final_eval.json").is_file():  # a finished start is reused: it is not one of the measured rows
+        print(f"self-supervised start: reusing {run_dir}", flush=True)
+    else:
+        run_dir, code, wall = run_cli(run_dir.name, args, "--method", "baseline", "--set", f"train.epochs={epochs}",
+                                      "--set", f"train.warmup_epochs={epochs}")
+        if code != 0:
+            raise SystemExit(f"error: the self-supervised run failed (exit {code}, see {run_dir.with_suffix('.log')})")
+        print(f"self-supervised start: {epochs} epochs in {wall:.0f} s", flush=True)
+    checkpoint = max((p for p in run_dir.glob("checkpoint_*") if p.is_dir()), key=lambda path: path.stat().st_mtime)
     return ["--set", f"train.init_checkpoint={checkpoint}", "--set", "train.warmup_epochs=0"]
 
 

@@ -68,3 +68,12 @@ def test_existing_run_folder_with_other_config_is_left_untouched(tmp_path):
     bad_override = run_cli("--storage-path", str(tmp_path / "runs"), "--name", "demo", "--set", "pseudo.eps=x", cwd=tmp_path)
     assert_one_line_error(bad_override, "pseudo.eps")
     assert snapshot(run_dir) == before
+
+
+def test_warm_start_from_a_file_that_is_not_a_checkpoint(tmp_path):
+    (tmp_path / "snapshot.json").write_text("{}")
+    result = run_cli("--storage-path", str(tmp_path / "runs"), "--name", "warm", "--set", f"data.cache_dir={tmp_path}",
+                     "--set", "data.synthetic_ids=12", "--set", "data.synthetic_images_per_cam=3",
+                     "--set", f"train.init_checkpoint={tmp_path / 'snapshot.json'}", cwd=tmp_path)
+    assert_one_line_error(result, "train.init_checkpoint", "snapshot.json", "not a checkpoint of this model")
+    assert not (tmp_path / "runs" / "warm").exists()

@@ -12,7 +12,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from raytrain_vireid.train.checkpoint import load_state, save_state, to_numpy, to_tensors
+from raytrain_vireid.errors import UserError
+from raytrain_vireid.train.checkpoint import load_init_weights, load_state, save_state, to_numpy, to_tensors
 from raytrain_vireid.train.distributed import all_gather_rows, all_reduce_mean, barrier
 
 
@@ -95,6 +96,24 @@ def test_checkpoint_round_trip_restores_training_state(tmp_path):
     set_rng_state(state["rng"])
     assert (np.random.rand(), random.random()) == (expected_numpy, expected_python)
     assert state["actor"]["features"]["global"].dtype == np.float16
+
+
+def test_warm_start_copies_weights_and_refuses_another_models_checkpoint(tmp_path):
+    torch.manual_seed(1)
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.Adam(model.parameters())
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [1], 0.1)
+    save_state(tmp_path, model=model, optimizer=optimizer, scheduler=scheduler, epoch=3, actor_state={}, history=[])
+    fresh = torch.nn.Linear(4, 2)
+    load_init_weights(fresh, tmp_path)  # the checkpoint folder (state.pt inside) ...
+    assert torch.equal(fresh.weight, model.weight)
+    with pytest.raises(UserError, match=r"train.init_checkpoint: .*state.pt: not a checkpoint of this model \(RuntimeError"):
+        load_init_weights(torch.nn.Linear(5, 2), tmp_path / "state.pt")  # ... or the file; wrong shapes
+    (tmp_path / "notes.json").write_text("{}")
+    with pytest.raises(UserError, match=r"notes.json: not a checkpoint of this model \(UnpicklingError"):
+        load_init_weights(fresh, tmp_path / "notes.json")
+    with pytest.raises(UserError, match="is not a checkpoint folder or state.pt file"):
+        load_init_weights(fresh, tmp_path / "missing")
 
 
 def _transform_names(images, view: str) -> list[str]:

@@ -98,5 +98,10 @@ def load_init_weights(model: torch.nn.Module, path: str | Path) -> None:
     file = Path(path) / STATE_FILE if Path(path).is_dir() else Path(path)
     if not file.is_file():
         raise UserError(f"train.init_checkpoint: {path} is not a checkpoint folder or {STATE_FILE} file")
-    state = torch.load(file, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"] if "model" in state else state)
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"] if isinstance(state, dict) and "model" in state else state)
+    except Exception as exc:  # torch raises pickle, zip and runtime (key/shape mismatch) errors for a wrong file
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        raise UserError(f"train.init_checkpoint: {file}: not a checkpoint of this model "
+                        f"({type(exc).__name__}: {first_line})") from exc

@@ -28,6 +28,7 @@ from raytrain_vireid.errors import UserError
 from raytrain_vireid.memory.actor import create_memory_actor, stop_memory_actor
 from raytrain_vireid.methods import get_method
 from raytrain_vireid.train.evaluation import TestSet
+from raytrain_vireid.train.checkpoint import load_init_weights
 from raytrain_vireid.train.loop import FINAL_EVAL_FILE, build_model_from_config, train_loop_per_worker
 from raytrain_vireid.train.progress import log, resolve_mode
 from raytrain_vireid.train.ray_logging import SETUP_HOOK
@@ -167,6 +168,8 @@ def fit(config: Config, callbacks: Sequence[Any] = ()) -> RunResult:
     resuming = check_resume(run_dir, config)
     data = prepare_data(config)
     probe = build_model_from_config(config)  # fails early (UserError) on bad pretrained weights
+    if config.train.init_checkpoint:  # and on a warm start that is not this model's checkpoint
+        load_init_weights(probe, config.train.init_checkpoint)
     feature_dims, heads = dict(probe.feature_dims), tuple(probe.heads)
     del probe
     start_ray(config)
