@@ -27,8 +27,8 @@ from raytrain_vireid.data import carve_validation, ensure_synthetic, load_manife
 from raytrain_vireid.errors import UserError
 from raytrain_vireid.memory.actor import create_memory_actor, stop_memory_actor
 from raytrain_vireid.methods import get_method
-from raytrain_vireid.train.evaluation import TestSet
 from raytrain_vireid.train.checkpoint import load_init_weights
+from raytrain_vireid.train.evaluation import TestSet
 from raytrain_vireid.train.loop import FINAL_EVAL_FILE, build_model_from_config, train_loop_per_worker
 from raytrain_vireid.train.progress import log, resolve_mode
 from raytrain_vireid.train.ray_logging import SETUP_HOOK
