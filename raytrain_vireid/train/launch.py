@@ -155,7 +155,6 @@ def start_ray(config: Config, *, runs: int = 1, extra_cpus: float = 0.0) -> None
              runtime_env={"worker_process_setup_hook": SETUP_HOOK})
 
 
-
 def fit(config: Config, callbacks: Sequence[Any] = ()) -> RunResult:
     """Train ``config`` with Ray Train (resuming when its run folder exists) and write the report.
 

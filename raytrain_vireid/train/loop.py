@@ -122,7 +122,6 @@ class Worker:
         net = build_model_from_config(config)
         if config.train.init_checkpoint:
             load_init_weights(net, config.train.init_checkpoint)
-        modality = self.table["modality"].to_numpy().astype(np.int8)
         self.method, net = build_method(config, net, self.table)
         # The part branch (model.parts) gets no gradient in warm-up epochs, in SALCR's stage 1 and under every
         # other method: DDP must look for its unused parameters.
@@ -131,7 +130,7 @@ class Worker:
         self.net = getattr(self.model, "module", self.model)
         self.heads = tuple(self.net.heads)
         self.optimizer, self.scheduler = build_optimizer(config, self.net)
-        self.warmup = InstanceWarmup(config, self.heads, modality)
+        self.warmup = InstanceWarmup(config, self.heads, self.method.modality)
         self.images: dict[int, EpochImages] = {}  # by augmentation stage, built when first needed
         self.shard = shard_rows(self.table.num_rows, self.rank, self.world)
         self.start_epoch, self.history = 0, []

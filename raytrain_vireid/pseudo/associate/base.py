@@ -15,8 +15,6 @@ class Association:
     """Cross-modality labels. ``cross_v``: visible rows in the INFRARED label space; ``cross_r``: infrared
     rows in the VISIBLE space (-1 = none). ``labels_v/labels_r`` are the (possibly re-assigned) own labels.
     ``soft`` holds per-modality (N_m, C) float32 targets keyed ``own_v``, ``cross_v``, ``own_r``, ``cross_r``.
-    ``features_v/_r``: the features the association ran on when it transformed them (CMFP's fused features);
-    for inspection only, the engine does not ship them in the LabelSet (memories start from the raw centres).
     """
 
     labels_v: np.ndarray
@@ -24,8 +22,6 @@ class Association:
     cross_v: np.ndarray
     cross_r: np.ndarray
     soft: dict[str, np.ndarray] = field(default_factory=dict)
-    features_v: np.ndarray | None = None
-    features_r: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
 

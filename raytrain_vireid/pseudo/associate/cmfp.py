@@ -53,7 +53,5 @@ def cmfp_sinkhorn(
         new_r,
         cross_by_transport(fused_v, new_v, centres_r, lam, max_iter, tol),
         cross_by_transport(fused_r, new_r, centres_v, lam, max_iter, tol),
-        features_v=fused_v,
-        features_r=fused_r,
         info={"reassigned_v": int((new_v != labels_v).sum()), "reassigned_r": int((new_r != labels_r).sum())},
     )
