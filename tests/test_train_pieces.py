@@ -163,3 +163,25 @@ def test_gather_batch_keeps_trailing_shapes_of_part_outputs():
     assert out.features["pg"].shape == (6, 3, 4) and not out.features["pg"].requires_grad
     assert torch.equal(out.features["pg"], features["pg"].detach()) and torch.equal(out.features["global"], features["global"])
     assert torch.equal(out.labels, batch.labels) and torch.equal(out.view, batch.view)
+
+
+def test_feature_extraction_leaves_the_global_torch_generator_alone(tmp_path):
+    """Evaluating must not change training: the crops and flips draw from torch's global generator."""
+    import pyarrow as pa
+    from PIL import Image
+
+    from raytrain_vireid.models import build_model
+    from raytrain_vireid.train.extract import extract_features
+
+    paths = []
+    for i in range(4):
+        path = tmp_path / f"{i}.png"
+        Image.new("RGB", (32, 64), (40 * i, 10, 200)).save(path)
+        paths.append(str(path))
+    table = pa.table({"path": paths, "modality": pa.array([0, 0, 1, 1], pa.int8())})
+    model = build_model("resnet", depth=18, pretrained=None).eval()
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    features = extract_features(model, table, torch.device("cpu"), height=64, width=32, batch_size=2)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert all(np.isfinite(values).all() and values.shape[0] == 4 for values in features.values())

@@ -35,7 +35,10 @@ def extract_features(model: nn.Module, table: pa.Table, device: torch.device, *,
         if len(rows) == 0:
             continue
         dataset = ImageDataset(table.take(pa.array(rows)), transform, on_bad_image=on_bad_image)
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=loader_workers)
+        # A private generator: a DataLoader iterator otherwise draws its base seed from torch's global
+        # generator, which the training crops and flips also use, so evaluating would change training.
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=loader_workers,
+                            generator=torch.Generator().manual_seed(0))
         position = 0
         batches = progress(loader, f"extract {'visible' if m == VISIBLE else 'infrared'}", len(loader)) if progress else loader
         for images, _ in batches:
