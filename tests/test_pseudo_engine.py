@@ -110,3 +110,18 @@ def test_relabel_rejects_bad_plans():
         relabel(features, modality, plan(association="magic"))
     with pytest.raises(UserError, match="pseudo.eps: no value for modality infrared"):
         relabel(features, modality, plan(eps={0: 0.5}))
+
+
+def test_neighbour_precisions_separate_aligned_from_unaligned_modalities():
+    features, modality, pids = two_modalities()
+    aligned = relabel(features, modality, plan(), true_pids=pids).metrics
+    assert aligned["knn_precision_visible"] > 0.9 and aligned["knn_precision_infrared"] > 0.9
+    assert aligned["knn_precision_cross"] > 0.9
+    # The same infrared rows carrying other identities: each modality is still clean, across them nothing matches.
+    ir = modality == INFRARED
+    shuffled = pids.copy()
+    shuffled[ir] = (pids[ir] + 1) % 6
+    unaligned = relabel(features, modality, plan(), true_pids=shuffled).metrics
+    assert unaligned["knn_precision_infrared"] == pytest.approx(aligned["knn_precision_infrared"])
+    assert unaligned["knn_precision_cross"] < 0.1
+    assert "knn_precision_cross" not in relabel(features, modality, plan()).metrics  # no truth, no scores

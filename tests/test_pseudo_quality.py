@@ -39,3 +39,12 @@ def test_majority_pid_and_association_accuracy_by_hand():
     assert out["assoc_acc_v2r"] == pytest.approx(2 / 3) and out["assoc_cov_v2r"] == pytest.approx(3 / 4)
     # RGB cluster majorities: 0 -> 10, 1 -> 20. r0 (20) -> 1 right, r1 right, r2 (10) -> 0 right.
     assert out["assoc_acc_r2v"] == pytest.approx(1.0) and out["assoc_cov_r2v"] == pytest.approx(1.0)
+
+
+def test_neighbour_precision_by_hand():
+    from raytrain_vireid.pseudo.quality import neighbour_precision
+
+    neighbours = np.array([[1, 2], [0, 3]])  # query 0 (pid 7) sees database 1 (7) and 2 (8); query 1 (pid 8) sees 0, 3
+    database = np.array([7, 7, 8, 8])
+    assert neighbour_precision(neighbours, np.array([7, 8]), database) == pytest.approx(2 / 4)
+    assert neighbour_precision(np.zeros((0, 5), dtype=np.int64), np.array([], dtype=np.int64), database) == 0.0

@@ -67,7 +67,8 @@ def _config(select_on="last"):
 def test_report_has_plots_table_protocol_and_last_epoch(tmp_path):
     history = [
         {"epoch": 0, "loss": 3.0, "clusters_visible": 10, "clusters_infrared": 8, "outlier_rate_visible": 0.2,
-         "outlier_rate_infrared": 0.3, "ari_visible": 0.1, "ari_infrared": 0.05, "time_relabel": 1.5},
+         "outlier_rate_infrared": 0.3, "ari_visible": 0.1, "ari_infrared": 0.05, "time_relabel": 1.5,
+         "knn_precision_cross": 0.02},
         {"epoch": 1, "loss": 2.0, "mAP": 0.1, "r1": 0.15, "clusters_visible": 12, "clusters_infrared": 9},
         {"epoch": 2, "loss": 1.5, "mAP": 0.2, "r1": 0.25, "mINP": 0.05},
     ]
@@ -79,7 +80,7 @@ def test_report_has_plots_table_protocol_and_last_epoch(tmp_path):
     assert "| all-search | 25.00 | 40.00 | 50.00 | 60.00 | 20.00 | 5.00 |" in text
     assert "SYSU-MM01 protocol" in text and "mean over 10 trials" in text
     assert "after the **last** epoch (epoch 2); no checkpoint is selected on the test set" in text
-    for stem in ("accuracy", "clusters", "outliers", "ari", "loss", "time", "cmc"):
+    for stem in ("accuracy", "clusters", "outliers", "ari", "neighbours", "loss", "time", "cmc"):
         png = tmp_path / "plots" / f"{stem}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"(plots/{stem}.png)" in text

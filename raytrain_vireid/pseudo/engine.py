@@ -15,12 +15,14 @@ from .associate import ASSOCIATORS, MULTI_HEAD, Association, associate
 from .backend import Backend, get_backend
 from .cluster import centroids, dbscan
 from .jaccard import jaccard_distance
-from .knn import l2_normalize
+from .knn import knn_search, l2_normalize
 from .labelset import LabelSet
-from .quality import association_accuracy, label_quality
+from .quality import association_accuracy, label_quality, neighbour_precision
 from .subcluster import subcluster_centres
 
 MODALITIES = (VISIBLE, INFRARED)
+# Neighbours per query of the logged neighbour precisions (``knn_precision_*``).
+NEIGHBOUR_K = 5
 _SOFT_KEYS = {"own_v": "own_0", "cross_v": "cross_0", "own_r": "own_1", "cross_r": "cross_1"}
 
 
@@ -107,6 +109,7 @@ def relabel(
     metrics: dict[str, float] = {}
     labels = np.full(modality.shape[0], -1, dtype=np.int64)
     jaccards: dict[int, Any] = {}
+    neighbours: dict[int, np.ndarray] = {}
     for m in MODALITIES:
         name = MODALITY_NAMES[m]
         with _timed(metrics, f"jaccard_{name}"):
@@ -114,7 +117,9 @@ def relabel(
             # Only label propagation reads the Jaccard graph beyond eps; DBSCAN needs pairs <= eps only,
             # which keeps ~40x fewer entries per row at k1=30 (benchmarks/README.md).
             cutoff = None if plan.association == "propagation" else eps
-            jaccards[m] = jaccard_distance(clustered[rows[m]], k1, plan.k2, backend=backend, cutoff=cutoff)
+            knn = knn_search(clustered[rows[m]], k1, backend=backend)
+            jaccards[m] = jaccard_distance(clustered[rows[m]], k1, plan.k2, backend=backend, cutoff=cutoff, knn=knn)
+            neighbours[m] = backend.to_numpy(knn[1][:, 1 : NEIGHBOUR_K + 1])  # the search finds each row itself first
         with _timed(metrics, f"dbscan_{name}"):
             labels[rows[m]] = dbscan(
                 jaccards[m], eps, plan.min_samples, backend=backend,
@@ -147,6 +152,8 @@ def relabel(
                 for head, values in features.items()
             }
     metrics.update(_label_metrics(labels, cross, rows, num, true_pids))
+    if true_pids is not None:
+        metrics.update(_neighbour_metrics(clustered, rows, neighbours, np.asarray(true_pids, dtype=np.int64), backend))
     return LabelSet(epoch=epoch, labels=labels, cross=cross, num_clusters=num, centroids=cents, soft=soft,
                     extra=extra, metrics=metrics)
 
@@ -187,4 +194,18 @@ def _label_metrics(
     if cross is not None:
         v, r = rows[VISIBLE], rows[INFRARED]
         out.update(association_accuracy(labels[v], cross[v], labels[r], true_pids[v], true_pids[r], cross_r=cross[r]))
+    return out
+
+
+def _neighbour_metrics(clustered: np.ndarray, rows: dict[int, np.ndarray], neighbours: dict[int, np.ndarray],
+                       true_pids: np.ndarray, backend: Backend) -> dict[str, float]:
+    """``knn_precision_<modality>``: the share of each row's 5 nearest same-modality rows (itself excluded) with
+    its true identity, from the Jaccard step's search; ``knn_precision_cross``: likewise for each infrared
+    row's 5 nearest visible rows (the test direction), one more search."""
+    out = {f"knn_precision_{MODALITY_NAMES[m]}": neighbour_precision(neighbours[m], true_pids[rows[m]],
+                                                                    true_pids[rows[m]]) for m in MODALITIES}
+    v, r = rows[VISIBLE], rows[INFRARED]
+    if v.size and r.size:
+        cross = backend.to_numpy(knn_search(clustered[r], NEIGHBOUR_K, database=clustered[v], backend=backend)[1])
+        out["knn_precision_cross"] = neighbour_precision(cross, true_pids[r], true_pids[v])
     return out

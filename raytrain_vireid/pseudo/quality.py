@@ -51,6 +51,16 @@ def label_quality(labels: np.ndarray, true_pids: np.ndarray) -> dict[str, float]
     }
 
 
+def neighbour_precision(neighbours: np.ndarray, query_pids: np.ndarray, database_pids: np.ndarray) -> float:
+    """Fraction of (query, neighbour) pairs that share the true identity; ``neighbours`` holds (n_queries, k)
+    database rows. Across modalities it says whether any associator can be right: at chance level, none can."""
+    neighbours = np.asarray(neighbours, dtype=np.int64)
+    if neighbours.size == 0:
+        return 0.0
+    same = np.asarray(database_pids, dtype=np.int64)[neighbours] == np.asarray(query_pids, dtype=np.int64)[:, None]
+    return float(same.mean())
+
+
 def majority_pid(labels: np.ndarray, true_pids: np.ndarray) -> np.ndarray:
     """(C,) the most frequent true pid of each cluster 0..max(labels) (lowest pid on ties; -1 if empty)."""
     labels = np.asarray(labels, dtype=np.int64)

@@ -183,6 +183,9 @@ EPOCH_PLOTS = (
      [("outlier_rate_visible", "visible"), ("outlier_rate_infrared", "infrared")]),
     ("ari", "Pseudo-label ARI against the true identities", "ARI", 1.0,
      [("ari_visible", "visible"), ("ari_infrared", "infrared")]),
+    ("neighbours", "5 nearest neighbours of the true identity", "%", 100.0,
+     [("knn_precision_visible", "visible → visible"), ("knn_precision_infrared", "infrared → infrared"),
+      ("knn_precision_cross", "infrared → visible")]),
     ("loss", "Training loss per epoch", "loss", 1.0, [("loss", "loss")]),
 )
 
@@ -293,7 +296,7 @@ def write_report(
 
     ``history``: one dict per epoch with ``epoch`` and any of ``mAP``, ``r1``, ``mINP``,
     ``clusters_{visible,infrared}``, ``outlier_rate_{visible,infrared}``, ``ari_{visible,infrared}``,
-    ``loss``, ``time_*`` (a plot is left out when its keys are absent). ``final``:
+    ``knn_precision_{visible,infrared,cross}``, ``loss``, ``time_*`` (a plot is left out when its keys are absent). ``final``:
     ``{"rows": [{"name", "r1", "r5", "r10", "r20", "mAP", "mINP"}, ...], "cmc": {name: [fractions]}}``.
     """
     run_dir = Path(run_dir)
