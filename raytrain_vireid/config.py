@@ -112,6 +112,9 @@ class PseudoConfig:
     association: str | None = "hungarian"  # stage-2 cross-modality association
     association_params: dict[str, Any] = field(default_factory=dict)
     feature_dtype: str = "float16"  # float16 | float32: how the actor stores instance features
+    # Diagnostic only (like --supervised, the truth then reaches training): stage-2 cross labels point at the
+    # other modality's cluster whose majority identity is the image's own, in place of the association.
+    oracle_association: bool = False
 
 
 @dataclass

@@ -93,3 +93,27 @@ def test_supervised_labels_follow_true_identities():
 def test_supervised_actor_needs_true_pids():
     with pytest.raises(ValueError, match="true pids"):
         MemoryActor(np.zeros(3, np.int8), {"global": 2}, supervised=True)
+
+
+def test_oracle_cross_points_at_the_majority_cluster_of_the_own_identity():
+    from raytrain_vireid.memory.actor import oracle_cross
+
+    modality = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1], dtype=np.int8)
+    pids = np.array([5, 5, 6, 8, 6, 6, 5, 6, 5])
+    # visible clusters: 0 = {5, 5}, 1 = {6}, row 3 (pid 8) an outlier; infrared clusters: 0 = {6, 6},
+    # 1 = {5}, 2 = {6} (a smaller second cluster of 6), row 8 (pid 5) an outlier
+    labels = np.array([0, 0, 1, -1, 0, 0, 1, 2, -1])
+    cross = oracle_cross(labels, modality, pids)
+    np.testing.assert_array_equal(cross, [1, 1, 0, -1, 1, 1, 0, 1, -1])
+
+
+def test_oracle_association_replaces_only_the_cross_labels():
+    actor, _, modality, pids = filled_actor(oracle_association=True)
+    plain, _, _, _ = filled_actor()
+    stage2 = plan(association="hungarian")
+    oracle, reference = actor.relabel(0, stage2), plain.relabel(0, stage2)
+    np.testing.assert_array_equal(oracle.labels, reference.labels)
+    assert oracle.metrics["assoc_acc_v2r"] == 1.0 and oracle.metrics["assoc_acc_r2v"] == 1.0
+    assert actor.relabel(1, plan()).cross is None  # stage 1 has no cross labels to replace
+    with pytest.raises(ValueError, match="true pids"):
+        MemoryActor(modality, {"global": 2}, oracle_association=True)

@@ -21,6 +21,7 @@ from raytrain_vireid.pseudo.backend import get_backend
 from raytrain_vireid.pseudo.cluster import centroids
 from raytrain_vireid.pseudo.engine import RelabelPlan, relabel
 from raytrain_vireid.pseudo.labelset import LabelSet
+from raytrain_vireid.pseudo.quality import association_accuracy, majority_pid
 
 NAMESPACE = "raytrain_vireid"
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -30,19 +31,22 @@ _KEEP_EPOCHS = 2  # LabelSets kept in memory (the current epoch and the one befo
 class MemoryActor:
     """Holds ``(N, D_h)`` instance features per head (``feature_dtype``), the modality of every row and,
     for quality metrics only, the true pids. ``supervised=True`` labels from the true pids instead of
-    clustering (diagnostic upper bound)."""
+    clustering (diagnostic upper bound); ``oracle_association=True`` keeps the clusters and replaces only the
+    cross labels (:func:`oracle_cross`, diagnostic)."""
 
     def __init__(self, modality: np.ndarray, feature_dims: Mapping[str, int], *, true_pids: np.ndarray | None = None,
-                 feature_dtype: str = "float16", backend: str = "auto", supervised: bool = False) -> None:
+                 feature_dtype: str = "float16", backend: str = "auto", supervised: bool = False,
+                 oracle_association: bool = False) -> None:
         self.modality = np.asarray(modality, dtype=np.int8).copy()
         self.true_pids = None if true_pids is None else np.asarray(true_pids, dtype=np.int64).copy()
-        if supervised and self.true_pids is None:
-            raise ValueError("supervised labelling needs the true pids")
+        if (supervised or oracle_association) and self.true_pids is None:
+            raise ValueError("supervised labelling and the oracle association need the true pids")
         n = len(self.modality)
         self.features = {head: np.zeros((n, dim), dtype=feature_dtype) for head, dim in feature_dims.items()}
         self.filled = np.zeros(n, dtype=bool)
         self.backend_name = backend
         self.supervised = supervised
+        self.oracle_association = oracle_association
         self.labelsets: dict[int, LabelSet] = {}
 
     def put_features(self, indices: np.ndarray, arrays: Mapping[str, np.ndarray]) -> None:
@@ -71,6 +75,12 @@ class MemoryActor:
         else:
             labelset = relabel(features, self.modality, plan, backend=get_backend(self.backend_name),
                                true_pids=self.true_pids, epoch=epoch)
+            if self.oracle_association and labelset.cross is not None:
+                labelset.cross = oracle_cross(labelset.labels, self.modality, self.true_pids)
+                rows_v, rows_r = self.modality == VISIBLE, self.modality == INFRARED
+                labelset.metrics.update(association_accuracy(
+                    labelset.labels[rows_v], labelset.cross[rows_v], labelset.labels[rows_r], self.true_pids[rows_v],
+                    self.true_pids[rows_r], cross_r=labelset.cross[rows_r]))
         self.labelsets[epoch] = labelset
         for old in sorted(self.labelsets)[:-_KEEP_EPOCHS]:
             del self.labelsets[old]
@@ -130,6 +140,24 @@ def supervised_labelset(features: Mapping[str, np.ndarray], modality: np.ndarray
     metrics = {f"clusters_{name}": float(num[m]) for m, name in ((VISIBLE, "visible"), (INFRARED, "infrared"))}
     return LabelSet(epoch=epoch, labels=labels, cross=cross, num_clusters=num, centroids=cents, soft={}, extra={},
                     metrics=metrics)
+
+
+def oracle_cross(labels: np.ndarray, modality: np.ndarray, true_pids: np.ndarray) -> np.ndarray:
+    """Cross labels from the truth for clustered rows: the other modality's cluster whose majority identity is the
+    row's own (the largest such cluster when several are), −1 when none is or the row is an outlier."""
+    cross = np.full(len(modality), -1, dtype=np.int64)
+    for m, other in ((VISIBLE, INFRARED), (INFRARED, VISIBLE)):
+        rows, other_rows = np.flatnonzero(modality == m), modality == other
+        other_labels = labels[other_rows]
+        majority = majority_pid(other_labels, true_pids[other_rows])
+        sizes = np.bincount(other_labels[other_labels >= 0], minlength=len(majority))
+        by_pid: dict[int, int] = {}
+        for cluster in np.argsort(sizes, kind="stable"):  # ascending, so the largest cluster of a pid wins
+            if majority[cluster] >= 0:
+                by_pid[int(majority[cluster])] = int(cluster)
+        clustered = rows[labels[rows] >= 0]
+        cross[clustered] = [by_pid.get(int(pid), -1) for pid in true_pids[clustered]]
+    return cross
 
 
 def create_memory_actor(

@@ -180,7 +180,8 @@ def fit(config: Config, callbacks: Sequence[Any] = ()) -> RunResult:
         actor_name, num_cpus=config.run.actor_cpus, num_gpus=config.run.actor_gpus,
         resources=config.run.actor_resources,
         modality=data.train["modality"].to_numpy(), feature_dims=feature_dims, true_pids=data.train["pid"].to_numpy(),
-        feature_dtype=config.pseudo.feature_dtype, backend=config.pseudo.backend, supervised=config.supervised)
+        feature_dtype=config.pseudo.feature_dtype, backend=config.pseudo.backend, supervised=config.supervised,
+        oracle_association=config.pseudo.oracle_association)
     try:
         result = _trainer(config, data, run_dir, actor_name, callbacks).fit()
     finally:
