@@ -29,7 +29,7 @@ def test_local_mode_run_trains_evaluates_and_reports(tmp_path, cache, ray_local,
 
 @pytest.mark.slow
 def test_two_workers_checkpoint_and_resume(tmp_path, cache, ray_local, tiny_config):
-    first = fit(tiny_config(tmp_path, cache, "ddp", 2, "eval.untrained=true"))
+    first = fit(tiny_config(tmp_path, cache, "ddp", 2, "eval.untrained=true", "train.iters_per_epoch=10"))
     run_dir = first.run_dir
     history = read_metrics(run_dir)
     assert [row["epoch"] for row in history] == [-1, 0, 1]  # -1: the untrained network
@@ -37,7 +37,7 @@ def test_two_workers_checkpoint_and_resume(tmp_path, cache, ray_local, tiny_conf
     assert len([p for p in run_dir.glob("checkpoint_*") if (p / "state.pt").is_file()]) == 2
     assert history[-1]["mAP"] > history[0]["mAP"]  # training helped
 
-    second = fit(tiny_config(tmp_path, cache, "ddp", 2, "eval.untrained=true", "train.epochs=3"))
+    second = fit(tiny_config(tmp_path, cache, "ddp", 2, "eval.untrained=true", "train.iters_per_epoch=10", "train.epochs=3"))
     resumed = read_metrics(run_dir)
     assert [row["epoch"] for row in resumed] == [-1, 0, 1, 2]
     assert resumed[:3] == history  # nothing before epoch 2 was evaluated or trained again

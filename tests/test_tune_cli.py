@@ -156,11 +156,12 @@ def _wait_for(paths, proc, timeout_s):
 @pytest.mark.timeout(1200)
 def test_real_asha_search_stops_a_trial_resumes_and_writes_a_runnable_best_yaml(tmp_path):
     space = tmp_path / "space.yaml"
-    # Run one at a time: a trial at a useful rate, two that barely move the network, a useful one again. ASHA
-    # (grace 1, reduction 2, max_t 2: rungs at epochs 1 and 2, a trial is cut below the median of those already
-    # recorded at its rung) must cut whichever kind scores lower at epoch 1 (today: both tiny rates; the runs are
-    # seeded, so the outcome does not change from one run to the next).
-    space.write_text(yaml.safe_dump({"method": "baseline", "space": {"train.lr": {"grid": [1e-3, 1e-7, 1.1e-7, 1.2e-3]}}}))
+    # Run one at a time: a rate that barely moves the network, a useful one, a useful one again, a tiny one again.
+    # ASHA (grace 1, reduction 2, max_t 2: rungs after 1 and 2 trained epochs, a trial is cut below the median of
+    # those already recorded at its rung) cuts the second trial: after one epoch of 4 iterations lr 1e-3 scores
+    # 0.369 on the carved identities and a tiny rate 0.399 (the runs are seeded, so this does not change from one
+    # run to the next). The interrupted last trial, a tiny rate, then runs to the end.
+    space.write_text(yaml.safe_dump({"method": "baseline", "space": {"train.lr": {"grid": [1e-7, 1e-3, 1.2e-3, 1.1e-7]}}}))
     sets = [arg for key in TINY + [f"data.cache_dir={tmp_path / 'cache'}"] for arg in ("--set", key)]
     args = ["--space", str(space), "--num-samples", "1", "--num-workers", "1", "--grace-period", "1",
             "--reduction-factor", "2", "--max-concurrent", "1", "--epochs", "2", "--storage-path",
