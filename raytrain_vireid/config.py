@@ -113,7 +113,8 @@ class PseudoConfig:
     association_params: dict[str, Any] = field(default_factory=dict)
     feature_dtype: str = "float16"  # float16 | float32: how the actor stores instance features
     # Diagnostic only (like --supervised, the truth then reaches training): stage-2 cross labels point at the
-    # other modality's cluster whose majority identity is the image's own, in place of the association.
+    # other modality's cluster whose majority identity is the image's own, in place of the association's hard
+    # labels (an associator's soft targets, MULT's, stay as they are).
     oracle_association: bool = False
 
 

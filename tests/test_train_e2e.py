@@ -37,7 +37,8 @@ def test_two_workers_checkpoint_and_resume(tmp_path, cache, ray_local, tiny_conf
     assert len([p for p in run_dir.glob("checkpoint_*") if (p / "state.pt").is_file()]) == 2
     assert history[-1]["mAP"] > history[0]["mAP"]  # training helped
 
-    second = fit(tiny_config(tmp_path, cache, "ddp", 2, "eval.untrained=true", "train.iters_per_epoch=10", "train.epochs=3"))
+    second = fit(tiny_config(tmp_path, cache, "ddp", 2, "eval.untrained=true", "train.iters_per_epoch=10",
+                             "train.epochs=3"))
     resumed = read_metrics(run_dir)
     assert [row["epoch"] for row in resumed] == [-1, 0, 1, 2]
     assert resumed[:3] == history  # nothing before epoch 2 was evaluated or trained again

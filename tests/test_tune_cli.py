@@ -158,7 +158,7 @@ def test_real_asha_search_stops_a_trial_resumes_and_writes_a_runnable_best_yaml(
     space = tmp_path / "space.yaml"
     # Run one at a time: a rate that barely moves the network, a useful one, a useful one again, a tiny one again.
     # ASHA (grace 1, reduction 2, max_t 2: rungs after 1 and 2 trained epochs, a trial is cut below the median of
-    # those already recorded at its rung) cuts the second trial: after one epoch of 4 iterations lr 1e-3 scores
+    # those already recorded at its rung) cuts the second trial: after one epoch of 3 iterations lr 1e-3 scores
     # 0.369 on the carved identities and a tiny rate 0.399 (the runs are seeded, so this does not change from one
     # run to the next). The interrupted last trial, a tiny rate, then runs to the end.
     space.write_text(yaml.safe_dump({"method": "baseline", "space": {"train.lr": {"grid": [1e-7, 1e-3, 1.2e-3, 1.1e-7]}}}))

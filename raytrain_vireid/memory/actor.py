@@ -19,9 +19,9 @@ import ray
 from raytrain_vireid import INFRARED, VISIBLE
 from raytrain_vireid.pseudo.backend import get_backend
 from raytrain_vireid.pseudo.cluster import centroids
-from raytrain_vireid.pseudo.engine import RelabelPlan, relabel
+from raytrain_vireid.pseudo.engine import RelabelPlan, cross_label_metrics, relabel
 from raytrain_vireid.pseudo.labelset import LabelSet
-from raytrain_vireid.pseudo.quality import association_accuracy, majority_pid
+from raytrain_vireid.pseudo.quality import majority_pid
 
 NAMESPACE = "raytrain_vireid"
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -77,10 +77,8 @@ class MemoryActor:
                                true_pids=self.true_pids, epoch=epoch)
             if self.oracle_association and labelset.cross is not None:
                 labelset.cross = oracle_cross(labelset.labels, self.modality, self.true_pids)
-                rows_v, rows_r = self.modality == VISIBLE, self.modality == INFRARED
-                labelset.metrics.update(association_accuracy(
-                    labelset.labels[rows_v], labelset.cross[rows_v], labelset.labels[rows_r], self.true_pids[rows_v],
-                    self.true_pids[rows_r], cross_r=labelset.cross[rows_r]))
+                rows = {m: np.flatnonzero(self.modality == m) for m in (VISIBLE, INFRARED)}
+                labelset.metrics.update(cross_label_metrics(labelset.labels, labelset.cross, rows, self.true_pids))
         self.labelsets[epoch] = labelset
         for old in sorted(self.labelsets)[:-_KEEP_EPOCHS]:
             del self.labelsets[old]

@@ -153,7 +153,9 @@ def relabel(
             }
     metrics.update(_label_metrics(labels, cross, rows, num, true_pids))
     if true_pids is not None:
-        metrics.update(_neighbour_metrics(clustered, rows, neighbours, np.asarray(true_pids, dtype=np.int64), backend))
+        with _timed(metrics, "neighbours"):
+            metrics.update(_neighbour_metrics(clustered, rows, neighbours, np.asarray(true_pids, dtype=np.int64),
+                                              backend))
     return LabelSet(epoch=epoch, labels=labels, cross=cross, num_clusters=num, centroids=cents, soft=soft,
                     extra=extra, metrics=metrics)
 
@@ -192,9 +194,16 @@ def _label_metrics(
         quality = label_quality(labels[rows[m]], true_pids[rows[m]])
         out.update({f"{key}_{MODALITY_NAMES[m]}": value for key, value in quality.items() if key != "n_clusters"})
     if cross is not None:
-        v, r = rows[VISIBLE], rows[INFRARED]
-        out.update(association_accuracy(labels[v], cross[v], labels[r], true_pids[v], true_pids[r], cross_r=cross[r]))
+        out.update(cross_label_metrics(labels, cross, rows, true_pids))
     return out
+
+
+def cross_label_metrics(labels: np.ndarray, cross: np.ndarray, rows: dict[int, np.ndarray],
+                        true_pids: np.ndarray) -> dict[str, float]:
+    """:func:`~raytrain_vireid.pseudo.quality.association_accuracy` of all-row ``labels``/``cross`` in both
+    directions (``rows``: each modality's row indices)."""
+    v, r = rows[VISIBLE], rows[INFRARED]
+    return association_accuracy(labels[v], cross[v], labels[r], true_pids[v], true_pids[r], cross_r=cross[r])
 
 
 def _neighbour_metrics(clustered: np.ndarray, rows: dict[int, np.ndarray], neighbours: dict[int, np.ndarray],

@@ -296,7 +296,8 @@ def write_report(
 
     ``history``: one dict per epoch with ``epoch`` and any of ``mAP``, ``r1``, ``mINP``,
     ``clusters_{visible,infrared}``, ``outlier_rate_{visible,infrared}``, ``ari_{visible,infrared}``,
-    ``knn_precision_{visible,infrared,cross}``, ``loss``, ``time_*`` (a plot is left out when its keys are absent). ``final``:
+    ``knn_precision_{visible,infrared,cross}``, ``loss``, ``time_*`` (a plot is left out when its keys are
+    absent). ``final``:
     ``{"rows": [{"name", "r1", "r5", "r10", "r20", "mAP", "mINP"}, ...], "cmc": {name: [fractions]}}``.
     """
     run_dir = Path(run_dir)
