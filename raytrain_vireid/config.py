@@ -116,6 +116,9 @@ class PseudoConfig:
     # other modality's cluster whose majority identity is the image's own, in place of the association's hard
     # labels (an associator's soft targets, MULT's, stay as they are).
     oracle_association: bool = False
+    # Diagnostic only: the true identities replace the clusters within each modality (cross labels between them
+    # from the stage-2 epoch on), so the method's own losses and memories train on perfect pseudo-labels.
+    oracle_clusters: bool = False
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.metrics import adjusted_rand_score
 
 from raytrain_vireid import INFRARED, VISIBLE
 from raytrain_vireid.memory.actor import MemoryActor, supervised_labelset
@@ -117,3 +118,24 @@ def test_oracle_association_replaces_only_the_cross_labels():
     assert actor.relabel(1, plan()).cross is None  # stage 1 has no cross labels to replace
     with pytest.raises(ValueError, match="true pids"):
         MemoryActor(modality, {"global": 2}, oracle_association=True)
+
+
+def test_oracle_clusters_label_by_identity_and_keep_the_stage():
+    feats, modality, pids = blobs()
+    pids = np.random.default_rng(0).permutation(pids)  # identities unrelated to the feature blobs
+    actor = MemoryActor(modality, {"global": feats.shape[1]}, true_pids=pids, oracle_clusters=True)
+    actor.put_features(np.arange(len(pids)), {"global": feats})
+    stage1, stage2 = actor.relabel(0, plan()), actor.relabel(1, plan(association="hungarian"))
+    for labelset in (stage1, stage2):
+        for m in (VISIBLE, INFRARED):
+            rows = modality == m
+            # one label per identity, every row labelled: the partition of the modality's rows by pid
+            assert labelset.num_clusters[m] == len(np.unique(pids[rows]))
+            assert adjusted_rand_score(pids[rows], labelset.labels[rows]) == 1.0
+    assert stage1.cross is None  # stage 1: no cross-modality labels
+    v, r = np.flatnonzero(modality == VISIBLE), np.flatnonzero(modality == INFRARED)
+    # stage 2: a visible row's cross label is the infrared label of its own identity
+    by_pid = dict(zip(pids[r], stage2.labels[r]))
+    np.testing.assert_array_equal(stage2.cross[v], [by_pid.get(p, -1) for p in pids[v]])
+    with pytest.raises(ValueError, match="true pids"):
+        MemoryActor(modality, {"global": 2}, oracle_clusters=True)

@@ -32,21 +32,23 @@ class MemoryActor:
     """Holds ``(N, D_h)`` instance features per head (``feature_dtype``), the modality of every row and,
     for quality metrics only, the true pids. ``supervised=True`` labels from the true pids instead of
     clustering (diagnostic upper bound); ``oracle_association=True`` keeps the clusters and replaces only the
-    cross labels (:func:`oracle_cross`, diagnostic)."""
+    cross labels (:func:`oracle_cross`, diagnostic); ``oracle_clusters=True`` labels from the true pids but keeps the
+    plan's stage: cross labels only when the plan associates (diagnostic)."""
 
     def __init__(self, modality: np.ndarray, feature_dims: Mapping[str, int], *, true_pids: np.ndarray | None = None,
                  feature_dtype: str = "float16", backend: str = "auto", supervised: bool = False,
-                 oracle_association: bool = False) -> None:
+                 oracle_association: bool = False, oracle_clusters: bool = False) -> None:
         self.modality = np.asarray(modality, dtype=np.int8).copy()
         self.true_pids = None if true_pids is None else np.asarray(true_pids, dtype=np.int64).copy()
-        if (supervised or oracle_association) and self.true_pids is None:
-            raise ValueError("supervised labelling and the oracle association need the true pids")
+        if (supervised or oracle_association or oracle_clusters) and self.true_pids is None:
+            raise ValueError("supervised labelling and the oracle diagnostics need the true pids")
         n = len(self.modality)
         self.features = {head: np.zeros((n, dim), dtype=feature_dtype) for head, dim in feature_dims.items()}
         self.filled = np.zeros(n, dtype=bool)
         self.backend_name = backend
         self.supervised = supervised
         self.oracle_association = oracle_association
+        self.oracle_clusters = oracle_clusters
         self.labelsets: dict[int, LabelSet] = {}
 
     def put_features(self, indices: np.ndarray, arrays: Mapping[str, np.ndarray]) -> None:
@@ -69,9 +71,11 @@ class MemoryActor:
         if missing:
             raise RuntimeError(f"relabel(epoch={epoch}): {missing} training rows have no features yet")
         features = {head: values.astype(np.float32) for head, values in self.features.items()}
-        if self.supervised:
-            # Diagnostic upper bound: the true identities replace clustering (never used otherwise).
+        if self.supervised or self.oracle_clusters:
+            # Diagnostics: the true identities replace clustering (never used otherwise).
             labelset = supervised_labelset(features, self.modality, self.true_pids, epoch)
+            if self.oracle_clusters and plan.association is None:
+                labelset.cross = None  # stage 1 of the method: no cross-modality labels yet
         else:
             labelset = relabel(features, self.modality, plan, backend=get_backend(self.backend_name),
                                true_pids=self.true_pids, epoch=epoch)

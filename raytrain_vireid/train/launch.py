@@ -181,7 +181,7 @@ def fit(config: Config, callbacks: Sequence[Any] = ()) -> RunResult:
         resources=config.run.actor_resources,
         modality=data.train["modality"].to_numpy(), feature_dims=feature_dims, true_pids=data.train["pid"].to_numpy(),
         feature_dtype=config.pseudo.feature_dtype, backend=config.pseudo.backend, supervised=config.supervised,
-        oracle_association=config.pseudo.oracle_association)
+        oracle_association=config.pseudo.oracle_association, oracle_clusters=config.pseudo.oracle_clusters)
     try:
         result = _trainer(config, data, run_dir, actor_name, callbacks).fit()
     finally:
