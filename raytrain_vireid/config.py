@@ -117,7 +117,8 @@ class PseudoConfig:
     # labels (an associator's soft targets, MULT's, stay as they are).
     oracle_association: bool = False
     # Diagnostic only: the true identities replace the clusters within each modality (cross labels between them
-    # from the stage-2 epoch on), so the method's own losses and memories train on perfect pseudo-labels.
+    # from the stage-2 epoch on), so the method's own losses and memories train on perfect pseudo-labels; its cross
+    # labels are already the truth, so oracle_association then changes nothing.
     oracle_clusters: bool = False
 
 
