@@ -13,6 +13,7 @@ import time
 import psutil
 import pytest
 
+from raytrain_vireid.train.checkpoint import load_state
 from raytrain_vireid.train.launch import fit
 from raytrain_vireid.train.report import read_metrics
 
@@ -36,6 +37,8 @@ def test_two_workers_checkpoint_and_resume(tmp_path, cache, ray_local, tiny_conf
     assert all(row["memory_drift"] == 0 for row in history[1:])  # replicas identical on both ranks
     assert len([p for p in run_dir.glob("checkpoint_*") if (p / "state.pt").is_file()]) == 2
     assert history[-1]["mAP"] > history[0]["mAP"]  # training helped
+    streams = load_state(max(p for p in run_dir.glob("checkpoint_*") if (p / "state.pt").is_file()))["rng"]
+    assert len(streams) == 2 and streams[0]["python"] != streams[1]["python"]  # each rank resumes its own stream
 
     second = fit(tiny_config(tmp_path, cache, "ddp", 2, "eval.untrained=true", "train.iters_per_epoch=10",
                              "train.epochs=3"))

@@ -13,7 +13,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from raytrain_vireid.errors import UserError
-from raytrain_vireid.train.checkpoint import load_init_weights, load_state, save_state, to_numpy, to_tensors
+from raytrain_vireid.train.checkpoint import (load_init_weights, load_state, rank_rng_state, rng_state, save_state,
+                                             to_numpy, to_tensors)
 from raytrain_vireid.train.distributed import all_gather_rows, all_reduce_mean, barrier
 
 
@@ -71,11 +72,14 @@ def test_checkpoint_round_trip_restores_training_state(tmp_path):
     optimizer.step()
     scheduler.step()
     scheduler.step()
+    random.seed("0/1")
+    rank1 = rng_state()  # another rank's stream
+    expected_rank1 = random.random()
     np.random.seed(5)
     random.seed(6)
     actor_state = {"features": {"global": np.ones((3, 2), np.float16)}, "filled": np.ones(3, bool)}
     save_state(tmp_path, model=model, optimizer=optimizer, scheduler=scheduler, epoch=7, actor_state=actor_state,
-               history=[{"epoch": 7, "mAP": 0.5}])
+               history=[{"epoch": 7, "mAP": 0.5}], rng=[rng_state(), rank1])
     expected_numpy, expected_python = np.random.rand(), random.random()
 
     state = load_state(tmp_path)  # weights_only=True inside
@@ -93,8 +97,12 @@ def test_checkpoint_round_trip_restores_training_state(tmp_path):
     fresh_sched.step()
     assert fresh_opt.param_groups[0]["lr"] == pytest.approx(0.001)  # the milestone at 3 survived
     np.random.rand(), random.random()  # move the generators on, then rewind them
-    set_rng_state(state["rng"])
+    set_rng_state(rank_rng_state(state["rng"], 0))
     assert (np.random.rand(), random.random()) == (expected_numpy, expected_python)
+    set_rng_state(rank_rng_state(state["rng"], 1))  # each rank gets its own stream back
+    assert random.random() == expected_rank1 != expected_python
+    assert rank_rng_state(state["rng"], 2) is None  # a rank the saved group did not have
+    assert rank_rng_state(state["rng"][0], 2) is state["rng"][0]  # an older single-state checkpoint serves all
     assert state["actor"]["features"]["global"].dtype == np.float16
 
 
@@ -103,7 +111,8 @@ def test_warm_start_copies_weights_and_refuses_another_models_checkpoint(tmp_pat
     model = torch.nn.Linear(4, 2)
     optimizer = torch.optim.Adam(model.parameters())
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [1], 0.1)
-    save_state(tmp_path, model=model, optimizer=optimizer, scheduler=scheduler, epoch=3, actor_state={}, history=[])
+    save_state(tmp_path, model=model, optimizer=optimizer, scheduler=scheduler, epoch=3, actor_state={}, history=[],
+               rng=[])
     fresh = torch.nn.Linear(4, 2)
     load_init_weights(fresh, tmp_path)  # the checkpoint folder (state.pt inside) ...
     assert torch.equal(fresh.weight, model.weight)

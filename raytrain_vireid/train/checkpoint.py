@@ -48,6 +48,14 @@ def rng_state() -> dict[str, Any]:
     return {"torch": torch.get_rng_state(), "numpy": to_tensors(np.random.get_state()), "python": random.getstate()}
 
 
+def rank_rng_state(saved: list[dict[str, Any]] | dict[str, Any], rank: int) -> dict[str, Any] | None:
+    """This rank's entry of a checkpoint's ``rng`` (one state per rank, in rank order); a single dict (an older
+    checkpoint) serves every rank; None when the saved group had fewer ranks than ``rank + 1``."""
+    if isinstance(saved, dict):
+        return saved
+    return saved[rank] if rank < len(saved) else None
+
+
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(to_numpy(state["numpy"]))
@@ -70,15 +78,16 @@ def load_scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler, state:
 
 def save_state(directory: str | Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LRScheduler, epoch: int, actor_state: dict[str, Any],
-               history: list[dict[str, float]]) -> Path:
-    """Write ``directory/state.pt``; ``model`` must already be unwrapped from DDP."""
+               history: list[dict[str, float]], rng: list[dict[str, Any]]) -> Path:
+    """Write ``directory/state.pt``; ``model`` must already be unwrapped from DDP; ``rng``: every rank's
+    :func:`rng_state`, in rank order (each rank draws its own augmentation stream)."""
     path = Path(directory) / STATE_FILE
     torch.save({
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler_state(scheduler),
         "epoch": int(epoch),
-        "rng": rng_state(),
+        "rng": list(rng),
         "actor": to_tensors(actor_state),
         "history": history,
     }, path)

@@ -36,9 +36,10 @@ from raytrain_vireid.methods.warmup import InstanceWarmup
 from raytrain_vireid.models import build_model, param_groups
 from raytrain_vireid.models.identity import WithIdentityClassifier
 from raytrain_vireid.train.batches import EpochImages
-from raytrain_vireid.train.checkpoint import (load_init_weights, load_scheduler_state, load_state, save_state,
-                                             set_rng_state)
-from raytrain_vireid.train.distributed import all_gather_rows, all_reduce_mean, barrier, broadcast_buffers, spread
+from raytrain_vireid.train.checkpoint import (load_init_weights, load_scheduler_state, load_state, rank_rng_state,
+                                             rng_state, save_state, set_rng_state, to_numpy, to_tensors)
+from raytrain_vireid.train.distributed import (all_gather_objects, all_gather_rows, all_reduce_mean, barrier,
+                                               broadcast_buffers, spread)
 from raytrain_vireid.eval.evaluate import EvalResult
 from raytrain_vireid.train.evaluation import TestSet, epoch_metrics, evaluate_model, final_table, validate_model
 from raytrain_vireid.train.extract import extract_features, shard_rows
@@ -116,9 +117,7 @@ class Worker:
         self.progress = make_progress(loop_config["progress"], self.rank)
         if config.run.num_workers > 0:  # torch's intra-op threads = this worker's CPUs, whatever imported torch first
             torch.set_num_threads(max(1, int(config.run.cpus_per_worker)))
-        torch.manual_seed(config.train.seed)
-        np.random.seed(config.train.seed)
-        random.seed(f"{config.train.seed}/{self.rank}")  # the augmentations' stream: reproducible, distinct per rank
+        self.seed_rngs()
         net = build_model_from_config(config)
         if config.train.init_checkpoint:
             load_init_weights(net, config.train.init_checkpoint)
@@ -136,6 +135,14 @@ class Worker:
         self.start_epoch, self.history = 0, []
         self.logger = MetricsLogger(self.run_dir) if self.rank == 0 else None
 
+    def seed_rngs(self, salt: str = "") -> None:
+        """Seed torch and NumPy from ``train.seed``, and Python's ``random`` (the augmentations' stream) per rank,
+        so that it is reproducible and distinct on every rank."""
+        seed = self.config.train.seed
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(f"{seed}/{self.rank}{salt}")
+
     # ---- resume ---------------------------------------------------------------------------------
     def restore(self) -> None:
         """Continue from Ray Train's latest checkpoint, if any (model, optimizer, schedule, RNG, actor)."""
@@ -147,7 +154,11 @@ class Worker:
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         load_scheduler_state(self.scheduler, state["scheduler"])
-        set_rng_state(state["rng"])
+        rng = rank_rng_state(state["rng"], self.rank)
+        if rng is not None:
+            set_rng_state(rng)
+        else:  # the group grew since the checkpoint: a fresh stream of this rank's own, not another rank's
+            self.seed_rngs(f"resumed-{state['epoch']}")
         self.start_epoch, self.history = state["epoch"] + 1, list(state["history"])
         if self.rank == 0:
             ray.get(self.actor.restore.remote(state["actor"]))
@@ -287,12 +298,15 @@ class Worker:
     def report(self, epoch: int, metrics: dict[str, float]) -> None:
         """``ray.train.report`` from every rank; rank 0 attaches the checkpoint and logs the metrics."""
         self.history.append(metrics)
+        # Every rank's stream, so a resumed rank continues its own; gathered as NumPy (all_gather_object
+        # fails on the state's CPU tensor here) and turned back into tensors for the weights-only checkpoint.
+        rng = to_tensors(all_gather_objects(to_numpy(rng_state())))
         with tempfile.TemporaryDirectory() as directory:
             checkpoint = None
             if self.logger is not None:
                 self.logger.log(epoch, {k: v for k, v in metrics.items() if k != "epoch"})
                 save_state(directory, model=self.net, optimizer=self.optimizer, scheduler=self.scheduler, epoch=epoch,
-                           actor_state=ray.get(self.actor.state.remote()), history=self.history)
+                           actor_state=ray.get(self.actor.state.remote()), history=self.history, rng=rng)
                 checkpoint = ray.train.Checkpoint.from_directory(directory)
             ray.train.report(metrics, checkpoint=checkpoint)
 
