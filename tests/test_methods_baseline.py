@@ -32,7 +32,8 @@ def labelset(cross: bool):
 
 
 def make(stage2_epoch=4, **method_params):
-    config = build_config(overrides=[f"stage.stage2_epoch={stage2_epoch}", "loss.cross=0.5"])
+    # μ pinned: the expected updates below are written for 0.1 (the synthetic default is 0.5)
+    config = build_config(overrides=[f"stage.stage2_epoch={stage2_epoch}", "loss.cross=0.5", "memory.momentum=0.1"])
     config.method_params.update(method_params)
     return get_method("baseline")(config, ("global",), np.array([0, 0, 0, 0, 1, 1, 1, 1], np.int8))
 
