@@ -35,9 +35,10 @@ def test_two_workers_checkpoint_and_resume(tmp_path, cache, ray_local, tiny_conf
     history = read_metrics(run_dir)
     assert [row["epoch"] for row in history] == [-1, 0, 1]  # -1: the untrained network
     assert all(row["memory_drift"] == 0 for row in history[1:])  # replicas identical on both ranks
-    assert len([p for p in run_dir.glob("checkpoint_*") if (p / "state.pt").is_file()]) == 2
+    checkpoints = [p for p in run_dir.glob("checkpoint_*") if (p / "state.pt").is_file()]
+    assert len(checkpoints) == 2
     assert history[-1]["mAP"] > history[0]["mAP"]  # training helped
-    streams = load_state(max(p for p in run_dir.glob("checkpoint_*") if (p / "state.pt").is_file()))["rng"]
+    streams = load_state(max(checkpoints))["rng"]
     assert len(streams) == 2 and streams[0]["python"] != streams[1]["python"]  # each rank resumes its own stream
 
     second = fit(tiny_config(tmp_path, cache, "ddp", 2, "eval.untrained=true", "train.iters_per_epoch=10",

@@ -45,7 +45,9 @@ def to_numpy(value: Any) -> Any:
 
 
 def rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": to_tensors(np.random.get_state()), "python": random.getstate()}
+    """This process's torch, NumPy and Python random states as plain NumPy/Python values (picklable, so ranks can
+    gather them; :func:`save_state` turns them into tensors)."""
+    return {"torch": torch.get_rng_state().numpy(), "numpy": np.random.get_state(), "python": random.getstate()}
 
 
 def rank_rng_state(saved: list[dict[str, Any]] | dict[str, Any], rank: int) -> dict[str, Any] | None:
@@ -57,7 +59,7 @@ def rank_rng_state(saved: list[dict[str, Any]] | dict[str, Any], rank: int) -> d
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(torch.as_tensor(state["torch"]))
     np.random.set_state(to_numpy(state["numpy"]))
     random.setstate(state["python"])
 
@@ -87,7 +89,7 @@ def save_state(directory: str | Path, *, model: torch.nn.Module, optimizer: torc
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler_state(scheduler),
         "epoch": int(epoch),
-        "rng": list(rng),
+        "rng": to_tensors(list(rng)),
         "actor": to_tensors(actor_state),
         "history": history,
     }, path)

@@ -37,7 +37,7 @@ from raytrain_vireid.models import build_model, param_groups
 from raytrain_vireid.models.identity import WithIdentityClassifier
 from raytrain_vireid.train.batches import EpochImages
 from raytrain_vireid.train.checkpoint import (load_init_weights, load_scheduler_state, load_state, rank_rng_state,
-                                             rng_state, save_state, set_rng_state, to_numpy, to_tensors)
+                                             rng_state, save_state, set_rng_state)
 from raytrain_vireid.train.distributed import (all_gather_objects, all_gather_rows, all_reduce_mean, barrier,
                                                broadcast_buffers, spread)
 from raytrain_vireid.eval.evaluate import EvalResult
@@ -298,9 +298,7 @@ class Worker:
     def report(self, epoch: int, metrics: dict[str, float]) -> None:
         """``ray.train.report`` from every rank; rank 0 attaches the checkpoint and logs the metrics."""
         self.history.append(metrics)
-        # Every rank's stream, so a resumed rank continues its own; gathered as NumPy (all_gather_object
-        # fails on the state's CPU tensor here) and turned back into tensors for the weights-only checkpoint.
-        rng = to_tensors(all_gather_objects(to_numpy(rng_state())))
+        rng = all_gather_objects(rng_state())  # every rank's stream, so a resumed rank continues its own
         with tempfile.TemporaryDirectory() as directory:
             checkpoint = None
             if self.logger is not None:
