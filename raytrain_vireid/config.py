@@ -104,9 +104,10 @@ class PseudoConfig:
     """Per-epoch pseudo-labelling (runs in the memory actor)."""
 
     backend: str = "auto"  # auto | cpu | gpu
-    k1: int = 30
+    # k1 and eps: one value for both modalities, or one per modality ({visible: 15, infrared: 10}).
+    k1: int | dict[str, int] = 30
     k2: int = 6
-    eps: float = 0.6
+    eps: float | dict[str, float] = 0.6
     min_samples: int = 4
     k1_visible_stage2: int | None = None  # SDCL: visible k1 switches to 15 at stage 2
     association: str | None = "hungarian"  # stage-2 cross-modality association
@@ -426,6 +427,15 @@ def _choice(value: Any, allowed: Iterable[Any], key: str) -> None:
         raise UserError(f"{key}: {value!r} is not one of {', '.join(map(str, allowed))}")
 
 
+def per_modality_values(value: Any, key: str) -> list[Any]:
+    """The values of a setting that is one value or a {visible: .., infrared: ..} mapping."""
+    if not isinstance(value, Mapping):
+        return [value]
+    if set(value) != {"visible", "infrared"}:
+        raise UserError(f"{key}: a per-modality value needs exactly the keys visible and infrared, got {sorted(value)}")
+    return [value["visible"], value["infrared"]]
+
+
 def _positive(value: float, key: str, allow_zero: bool = False) -> None:
     if value < 0 or (value == 0 and not allow_zero):
         raise UserError(f"{key}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
@@ -451,9 +461,7 @@ def validate(config: Config) -> None:
         ("train.ids_per_modality", config.train.ids_per_modality),
         ("train.instances", config.train.instances),
         ("train.lr", config.train.lr),
-        ("pseudo.k1", config.pseudo.k1),
         ("pseudo.k2", config.pseudo.k2),
-        ("pseudo.eps", config.pseudo.eps),
         ("pseudo.min_samples", config.pseudo.min_samples),
         ("memory.temperature", config.memory.temperature),
         ("eval.every", config.eval.every),
@@ -474,8 +482,12 @@ def validate(config: Config) -> None:
         raise UserError(f"memory.momentum: must be in [0, 1), got {config.memory.momentum}")
     if not 0.0 < config.eval.val_fraction < 1.0:
         raise UserError(f"eval.val_fraction: must be in (0, 1), got {config.eval.val_fraction}")
-    if config.pseudo.k2 > config.pseudo.k1:
-        raise UserError(f"pseudo.k2: must be <= pseudo.k1 ({config.pseudo.k1}), got {config.pseudo.k2}")
+    for key in ("k1", "eps"):
+        for value in per_modality_values(getattr(config.pseudo, key), f"pseudo.{key}"):
+            _positive(value, f"pseudo.{key}")
+    k1_min = min(per_modality_values(config.pseudo.k1, "pseudo.k1"))
+    if config.pseudo.k2 > k1_min:
+        raise UserError(f"pseudo.k2: must be <= pseudo.k1 ({k1_min}), got {config.pseudo.k2}")
     _validate_augment(config.augment)
 
 

@@ -166,7 +166,7 @@ def _flatten(values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
 
 
 def _setting_type(key: str, where: str) -> Any:
-    """The annotated type of a dotted setting (Optional unwrapped); UserError for an unknown setting."""
+    """The annotated type of a dotted setting (see :func:`_scalar_type`); UserError for an unknown setting."""
     cls: Any = Config
     parts = key.split(".")
     for depth, part in enumerate(parts):
@@ -180,10 +180,10 @@ def _setting_type(key: str, where: str) -> Any:
             continue
         if typing.get_origin(tp) is dict:
             if len(rest) == 1 and rest[0]:
-                return _unwrap_optional(typing.get_args(tp)[1])
+                return _scalar_type(typing.get_args(tp)[1])
             break
         if not rest:
-            return _unwrap_optional(tp)
+            return _scalar_type(tp)
         break
     known = valid_keys()
     close = difflib.get_close_matches(key, known, n=1)
@@ -191,9 +191,12 @@ def _setting_type(key: str, where: str) -> Any:
     raise UserError(f"{where}: unknown setting{hint}; valid keys: {', '.join(known)}")
 
 
-def _unwrap_optional(tp: Any) -> Any:
+def _scalar_type(tp: Any) -> Any:
+    """The one scalar member of a union (``int | None`` → int; a per-modality ``float | dict[str, float]`` →
+    float: a search dimension sets both modalities at once); ``tp`` itself otherwise."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        options = [option for option in typing.get_args(tp) if option is not type(None)]
+        options = [option for option in typing.get_args(tp)
+                   if option is not type(None) and typing.get_origin(option) is not dict]
         if len(options) == 1:
             return options[0]
     return tp

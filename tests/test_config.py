@@ -10,6 +10,11 @@ def test_overrides_are_typed_and_nested():
     assert config.train.lr_milestones == [2, 4] and config.loss == {"cnl": 0.5}
 
 
+def test_k1_and_eps_take_one_value_per_modality():
+    config = build_config(overrides=["pseudo.k1={visible: 15, infrared: 10}", "pseudo.eps={visible: 0.55, infrared: 0.6}"])
+    assert config.pseudo.k1 == {"visible": 15, "infrared": 10} and config.pseudo.eps == {"visible": 0.55, "infrared": 0.6}
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
@@ -17,6 +22,9 @@ def test_overrides_are_typed_and_nested():
         ("train.epochs=abc", "train.epochs: expected an integer, got 'abc'"),
         ("model.arch=transformer", "model.arch: 'transformer' is not one of resnet, vit"),
         ("pseudo.k2=40", "pseudo.k2: must be <= pseudo.k1"),
+        ("pseudo.k1={visible: 20, infrared: 3}", "pseudo.k2: must be <= pseudo.k1 (3)"),
+        ("pseudo.eps={visible: 0.6}", "pseudo.eps: a per-modality value needs exactly the keys visible and infrared"),
+        ("pseudo.eps={visible: 0.6, infrared: 0}", "pseudo.eps: must be > 0, got 0.0"),
         ("memory.momentum=1.5", "memory.momentum: must be in [0, 1)"),
         ("nonsense", "expected key=value"),
         ("method=foo", "unknown method 'foo'"),

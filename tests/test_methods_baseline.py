@@ -62,6 +62,8 @@ def test_relabel_plan_switches_association_on_at_stage_2():
     assert plan.association == "hungarian" and plan.cluster_head == "global" and plan.k1 == 30
     method.config.pseudo.k1_visible_stage2 = 15
     assert method.relabel_plan(2).k1 == {VISIBLE: 15, INFRARED: 30} and method.relabel_plan(1).k1 == 30
+    method.config.pseudo.k1 = {"visible": 20, "infrared": 10}
+    assert method.relabel_plan(2).k1 == {VISIBLE: 15, INFRARED: 10} and method.relabel_plan(1).k1 == method.config.pseudo.k1
 
 
 def test_stage_1_loss_is_the_three_view_cluster_contrast():

@@ -105,9 +105,10 @@ class Method:
         """Jaccard + DBSCAN per modality on the first head (all heads concatenated for multi-head
         models); cross-modality association only from stage 2."""
         pseudo = self.config.pseudo
-        k1: int | dict[int, int] = pseudo.k1
+        k1: int | dict[Any, int] = pseudo.k1
         if self.stage(epoch) == 2 and pseudo.k1_visible_stage2 is not None:
-            k1 = {VISIBLE: pseudo.k1_visible_stage2, INFRARED: pseudo.k1}
+            infrared_k1 = pseudo.k1["infrared"] if isinstance(pseudo.k1, dict) else pseudo.k1
+            k1 = {VISIBLE: pseudo.k1_visible_stage2, INFRARED: infrared_k1}
         return RelabelPlan(
             cluster_head=self.heads[0] if len(self.heads) == 1 else "concat",
             k1=k1,
