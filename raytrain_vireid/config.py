@@ -427,13 +427,13 @@ def _choice(value: Any, allowed: Iterable[Any], key: str) -> None:
         raise UserError(f"{key}: {value!r} is not one of {', '.join(map(str, allowed))}")
 
 
-def per_modality_values(value: Any, key: str) -> list[Any]:
-    """The values of a setting that is one value or a {visible: .., infrared: ..} mapping."""
+def per_modality(value: Any, key: str) -> dict[str, Any]:
+    """``{"visible": .., "infrared": ..}`` of a setting that is one value or such a mapping."""
     if not isinstance(value, Mapping):
-        return [value]
+        return {"visible": value, "infrared": value}
     if set(value) != {"visible", "infrared"}:
         raise UserError(f"{key}: a per-modality value needs exactly the keys visible and infrared, got {sorted(value)}")
-    return [value["visible"], value["infrared"]]
+    return dict(value)
 
 
 def _positive(value: float, key: str, allow_zero: bool = False) -> None:
@@ -482,10 +482,11 @@ def validate(config: Config) -> None:
         raise UserError(f"memory.momentum: must be in [0, 1), got {config.memory.momentum}")
     if not 0.0 < config.eval.val_fraction < 1.0:
         raise UserError(f"eval.val_fraction: must be in (0, 1), got {config.eval.val_fraction}")
-    for key in ("k1", "eps"):
-        for value in per_modality_values(getattr(config.pseudo, key), f"pseudo.{key}"):
-            _positive(value, f"pseudo.{key}")
-    k1_min = min(per_modality_values(config.pseudo.k1, "pseudo.k1"))
+    k1 = per_modality(config.pseudo.k1, "pseudo.k1")
+    for key, values in (("pseudo.k1", k1), ("pseudo.eps", per_modality(config.pseudo.eps, "pseudo.eps"))):
+        for value in values.values():
+            _positive(value, key)
+    k1_min = min(k1.values())
     if config.pseudo.k2 > k1_min:
         raise UserError(f"pseudo.k2: must be <= pseudo.k1 ({k1_min}), got {config.pseudo.k2}")
     _validate_augment(config.augment)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from raytrain_vireid import INFRARED, VISIBLE
-from raytrain_vireid.config import Config
+from raytrain_vireid.config import Config, per_modality
 from raytrain_vireid.data.samplers import CrossPairedSampler, PseudoIdentitySampler
 from raytrain_vireid.errors import UserError
 from raytrain_vireid.memory.cluster import ClusterMemory
@@ -107,8 +107,7 @@ class Method:
         pseudo = self.config.pseudo
         k1: int | dict[Any, int] = pseudo.k1
         if self.stage(epoch) == 2 and pseudo.k1_visible_stage2 is not None:
-            infrared_k1 = pseudo.k1["infrared"] if isinstance(pseudo.k1, dict) else pseudo.k1
-            k1 = {VISIBLE: pseudo.k1_visible_stage2, INFRARED: infrared_k1}
+            k1 = {VISIBLE: pseudo.k1_visible_stage2, INFRARED: per_modality(pseudo.k1, "pseudo.k1")["infrared"]}
         return RelabelPlan(
             cluster_head=self.heads[0] if len(self.heads) == 1 else "concat",
             k1=k1,
