@@ -28,11 +28,11 @@ from PIL import Image
 
 from raytrain_vireid import MODALITY_NAMES
 from raytrain_vireid.config import load_config
-from raytrain_vireid.pseudo.knn import l2_normalize
+from raytrain_vireid.pseudo.engine import NEIGHBOUR_K
+from raytrain_vireid.pseudo.knn import knn_search, l2_normalize
+from raytrain_vireid.pseudo.quality import neighbour_precision
 from raytrain_vireid.train.checkpoint import load_state
 from raytrain_vireid.train.launch import prepare_data
-
-NEIGHBOURS = 5
 
 
 def region_colours(paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -79,21 +79,19 @@ def main() -> None:
         rows = np.nonzero(modality == m)[0]
         f, p = features[rows], pids[rows]
         border, centre = region_colours([paths[i] for i in rows])
-        similarity = f @ f.T
-        np.fill_diagonal(similarity, -np.inf)
-        neighbours = np.argpartition(-similarity, NEIGHBOURS, axis=1)[:, :NEIGHBOURS]
-        nn_left, nn_right = np.repeat(np.arange(len(rows)), NEIGHBOURS), neighbours.ravel()
+        neighbours = knn_search(f, NEIGHBOUR_K + 1)[1][:, 1:]  # the search finds each row itself first
+        nn_left, nn_right = np.repeat(np.arange(len(rows)), NEIGHBOUR_K), neighbours.ravel()
         id_left, id_right = same_identity_pairs(p)
         rnd_left = np.repeat(np.arange(len(rows)), args.pairs_per_image)
         rnd_right = rng.integers(0, len(rows), rnd_left.size)
-        precision = float((p[nn_right] == p[nn_left]).mean())
+        precision = neighbour_precision(neighbours, p, p)
         cells = [" / ".join(f"{mean_distance(values, a, b):.3f}" for a, b in
                             ((nn_left, nn_right), (id_left, id_right), (rnd_left, rnd_right))) for values in (border, centre)]
         print(f"{name:9s} {precision:.3f} ({1 / len(np.unique(p)):.4f})             | {cells[0]:>22s}"
               f"                          | {cells[1]:>22s}")
     visible, infrared = (np.nonzero(modality == m)[0] for m in MODALITY_NAMES)
-    neighbours = np.argpartition(-(features[infrared] @ features[visible].T), NEIGHBOURS, axis=1)[:, :NEIGHBOURS]
-    cross = float((pids[visible][neighbours] == pids[infrared][:, None]).mean())
+    cross = neighbour_precision(knn_search(features[infrared], NEIGHBOUR_K, database=features[visible])[1],
+                                pids[infrared], pids[visible])
     print(f"infrared -> visible 5-NN id precision: {cross:.3f} (chance {1 / len(np.unique(pids[visible])):.4f})")
 
 
