@@ -113,6 +113,10 @@ class PseudoConfig:
     association: str | None = "hungarian"  # stage-2 cross-modality association
     association_params: dict[str, Any] = field(default_factory=dict)
     feature_dtype: str = "float16"  # float16 | float32: how the actor stores instance features
+    # Embed visible images from their luminance (3 equal channels) for relabelling: the clusters, the association
+    # and the memories' initial entries then follow shape and pattern, not hue and background colour. Training
+    # views and evaluation keep colour. Off by default: on the synthetic demo it ends within the spread (README).
+    visible_gray: bool = False
     # Diagnostic only (like --supervised, the truth then reaches training): stage-2 cross labels point at the
     # other modality's cluster whose majority identity is the image's own, in place of the association's hard
     # labels (an associator's soft targets, MULT's, stay as they are).

@@ -43,6 +43,22 @@ def test_small_clusters_are_topped_up_with_replacement():
     assert set(batch[VISIBLE]) == {0, 1} and len(batch[VISIBLE]) == 5
 
 
+def test_fewer_pseudo_identities_than_ranks_still_give_every_rank_rows():
+    # Collapsed labels (a HIL run at epoch 11): one visible pseudo-identity, two ranks.
+    modality = np.repeat([VISIBLE, INFRARED], [10, 10])
+    labels = np.concatenate([[-1] * 7 + [3] * 3, np.arange(10) % 5])
+    shards = [PseudoIdentitySampler(labels, modality, 8, 4, rank=r, world_size=2, seed=2).batch(0, 0) for r in (0, 1)]
+    for batch in shards:
+        assert len(batch[VISIBLE]) == 4 and set(labels[batch[VISIBLE]]) == {3}
+    # Infrared has 5 identities: the usual distinct draw, 3 on rank 0 and 2 on rank 1.
+    assert [len(set(labels[b[INFRARED]])) for b in shards] == [3, 2]
+    assert not set(labels[shards[0][INFRARED]]) & set(labels[shards[1][INFRARED]])
+    cross = np.concatenate([[-1] * 7 + [0] * 3, [3] * 2 + [-1] * 8])
+    for r in (0, 1):
+        batch = CrossPairedSampler(labels, cross, modality, 8, 2, rank=r, world_size=2, seed=2).batch(0, 0)
+        assert len(batch[VISIBLE]) == len(batch[INFRARED]) == 4  # one visible- and one infrared-anchored pair
+
+
 def test_empty_modality_is_rejected():
     with pytest.raises(ValueError, match="modality 1"):
         PseudoIdentitySampler(np.array([0, 1, -1]), np.array([0, 0, 1]), 2, 2)

@@ -194,3 +194,32 @@ def test_feature_extraction_leaves_the_global_torch_generator_alone(tmp_path):
     features = extract_features(model, table, torch.device("cpu"), height=64, width=32, batch_size=2)
     assert torch.equal(torch.get_rng_state(), before)
     assert all(np.isfinite(values).all() and values.shape[0] == 4 for values in features.values())
+
+
+def test_visible_gray_extraction_embeds_the_luminance_of_visible_images_only(tmp_path):
+    """``pseudo.visible_gray``: a visible image is embedded as its gray copy would be; infrared is untouched."""
+    import pyarrow as pa
+    from PIL import Image
+
+    from raytrain_vireid.models import build_model
+    from raytrain_vireid.train.extract import extract_features
+
+    rng = np.random.default_rng(0)
+    colour, gray = [], []
+    for i in range(4):
+        image = Image.fromarray(rng.integers(0, 256, (64, 32, 3), dtype=np.uint8))
+        colour.append(tmp_path / f"c{i}.png")
+        gray.append(tmp_path / f"g{i}.png")
+        image.save(colour[-1])
+        image.convert("L").convert("RGB").save(gray[-1])
+    modality = pa.array([0, 0, 1, 1], pa.int8())
+    table = pa.table({"path": [str(p) for p in colour], "modality": modality})
+    grayed = pa.table({"path": [str(p) for p in gray[:2] + colour[2:]], "modality": modality})
+    model = build_model("resnet", depth=18, pretrained=None).eval()
+    kwargs = dict(height=64, width=32, batch_size=4)
+    as_gray = extract_features(model, table, torch.device("cpu"), visible_gray=True, **kwargs)["global"]
+    reference = extract_features(model, grayed, torch.device("cpu"), **kwargs)["global"]
+    in_colour = extract_features(model, table, torch.device("cpu"), **kwargs)["global"]
+    np.testing.assert_allclose(as_gray, reference, atol=1e-5)
+    np.testing.assert_array_equal(as_gray[2:], in_colour[2:])
+    assert np.abs(as_gray[:2] - in_colour[:2]).max() > 1e-2

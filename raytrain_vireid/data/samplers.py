@@ -2,7 +2,8 @@
 
 Every rank builds the same sampler from the same labels and seed; ``batch(epoch, iteration)`` draws
 the *global* batch from one generator seeded by ``(seed, epoch, iteration)`` and returns this rank's
-share, so ranks never need to communicate and never train on the same identities in one step.
+share, so ranks never need to communicate and never train on the same identities in one step (unless a
+modality has fewer pseudo-identities than there are ranks: then they are drawn with replacement, one per rank).
 """
 
 from __future__ import annotations
@@ -50,6 +51,14 @@ class _Groups:
         return len(self.ids)
 
 
+def _pick(rng: np.random.Generator, available: int, wanted: int, world_size: int) -> np.ndarray:
+    """Positions of the step's groups: ``wanted`` distinct ones (all, when fewer are available), but at least one
+    per rank, repeating groups when fewer than ``world_size`` exist. A rank with an empty share would crash its
+    DataLoader; collapsed labels late in a run can leave a modality with a single pseudo-identity (HIL did)."""
+    size = max(min(wanted, available), world_size)
+    return rng.choice(available, size=size, replace=size > available)
+
+
 def _share(n: int, rank: int, world_size: int) -> slice:
     """This rank's contiguous share of ``n`` items (shares differ by at most one)."""
     base, extra = divmod(n, world_size)
@@ -91,7 +100,7 @@ class PseudoIdentitySampler:
         out = {}
         for m in (VISIBLE, INFRARED):
             groups = self.groups[m]
-            chosen = rng.choice(len(groups), size=min(self.ids_per_modality, len(groups)), replace=False)
+            chosen = _pick(rng, len(groups), self.ids_per_modality, self.world_size)
             rows = groups.draw(rng, chosen, self.instances)
             out[m] = rows[_share(len(chosen), self.rank, self.world_size)].reshape(-1)
         return out
@@ -146,7 +155,7 @@ class CrossPairedSampler:
         for anchor in (VISIBLE, INFRARED):
             own, other = self.space[anchor]
             own_g, other_g = self.eligible[anchor]
-            pick = rng.choice(len(own_g), size=min(half, len(own_g)), replace=False)
+            pick = _pick(rng, len(own_g), half, self.world_size)
             anchor_rows = own.draw(rng, own_g[pick], self.instances)
             partner_rows = other.draw(rng, other_g[pick], self.instances)
             share = _share(len(pick), self.rank, self.world_size)

@@ -9,6 +9,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from torchvision import transforms as T
 
 from raytrain_vireid import INFRARED, VISIBLE
 from raytrain_vireid.data.datasets import ImageDataset
@@ -21,20 +22,24 @@ Progress = Callable[[Iterable, str, int], Iterable]
 
 def extract_features(model: nn.Module, table: pa.Table, device: torch.device, *, height: int, width: int,
                      batch_size: int = 128, loader_workers: int = 0, on_bad_image: str = "error",
-                     progress: Progress | None = None, dtype: np.dtype = np.float32) -> dict[str, np.ndarray]:
+                     progress: Progress | None = None, dtype: np.dtype = np.float32,
+                     visible_gray: bool = False) -> dict[str, np.ndarray]:
     """``{key: (table.num_rows, D)}`` features of every row of ``table`` (in table order), for every key of
     ``model.feature_dims`` (the heads, plus any extracted part features).
 
-    Each modality is embedded with its own stem (``models.features.embed``), test transform only.
+    Each modality is embedded with its own stem (``models.features.embed``), test transform only;
+    ``visible_gray``: visible images through their luminance first (``pseudo.visible_gray``).
     """
     out = {key: np.zeros((table.num_rows, dim), dtype=dtype) for key, dim in model.feature_dims.items()}
     transform = build_transform("visible", None, height, width, train=False)
+    transforms = {VISIBLE: T.Compose([T.Grayscale(num_output_channels=3), transform]) if visible_gray else transform,
+                  INFRARED: transform}
     modality = table["modality"].to_numpy()
     for m in (VISIBLE, INFRARED):
         rows = np.flatnonzero(modality == m)
         if len(rows) == 0:
             continue
-        dataset = ImageDataset(table.take(pa.array(rows)), transform, on_bad_image=on_bad_image)
+        dataset = ImageDataset(table.take(pa.array(rows)), transforms[m], on_bad_image=on_bad_image)
         # A private generator: a DataLoader iterator otherwise draws its base seed from torch's global
         # generator, which the training crops and flips also use, so evaluating would change training.
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=loader_workers,

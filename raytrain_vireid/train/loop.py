@@ -174,7 +174,8 @@ class Worker:
         features = extract_features(self.net, self.table.take(pa.array(self.shard)), self.device, height=data.height,
                                     width=data.width, loader_workers=data.loader_workers,
                                     on_bad_image=data.on_bad_image, progress=self.progress,
-                                    dtype=np.dtype(self.config.pseudo.feature_dtype))
+                                    dtype=np.dtype(self.config.pseudo.feature_dtype),
+                                    visible_gray=self.config.pseudo.visible_gray)
         timings["time_extract"] = time.perf_counter() - start
         start = time.perf_counter()
         ray.get(self.actor.put_features.remote(self.shard, features))
