@@ -197,29 +197,37 @@ def test_feature_extraction_leaves_the_global_torch_generator_alone(tmp_path):
 
 
 def test_visible_gray_extraction_embeds_the_luminance_of_visible_images_only(tmp_path):
-    """``pseudo.visible_gray``: a visible image is embedded as its gray copy would be; infrared is untouched."""
+    """``pseudo.visible_gray``: a visible image is embedded as its luminance (0.2989 R + 0.5870 G + 0.1140 B in all
+    three channels, the channel ops' definition) would be; infrared is untouched; Python's random stream too."""
+    import random
+
     import pyarrow as pa
     from PIL import Image
 
+    from raytrain_vireid import VISIBLE
+    from raytrain_vireid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
     from raytrain_vireid.models import build_model
+    from raytrain_vireid.models.features import embed
     from raytrain_vireid.train.extract import extract_features
 
     rng = np.random.default_rng(0)
-    colour, gray = [], []
-    for i in range(4):
-        image = Image.fromarray(rng.integers(0, 256, (64, 32, 3), dtype=np.uint8))
-        colour.append(tmp_path / f"c{i}.png")
-        gray.append(tmp_path / f"g{i}.png")
-        image.save(colour[-1])
-        image.convert("L").convert("RGB").save(gray[-1])
-    modality = pa.array([0, 0, 1, 1], pa.int8())
-    table = pa.table({"path": [str(p) for p in colour], "modality": modality})
-    grayed = pa.table({"path": [str(p) for p in gray[:2] + colour[2:]], "modality": modality})
+    pixels = [rng.integers(0, 256, (64, 32, 3), dtype=np.uint8) for _ in range(4)]
+    paths = [tmp_path / f"c{i}.png" for i in range(4)]
+    for image, path in zip(pixels, paths):
+        Image.fromarray(image).save(path)
+    table = pa.table({"path": [str(p) for p in paths], "modality": pa.array([0, 0, 1, 1], pa.int8())})
     model = build_model("resnet", depth=18, pretrained=None).eval()
     kwargs = dict(height=64, width=32, batch_size=4)
+    random.seed(5)
+    before = random.getstate()
     as_gray = extract_features(model, table, torch.device("cpu"), visible_gray=True, **kwargs)["global"]
-    reference = extract_features(model, grayed, torch.device("cpu"), **kwargs)["global"]
+    assert random.getstate() == before
     in_colour = extract_features(model, table, torch.device("cpu"), **kwargs)["global"]
-    np.testing.assert_allclose(as_gray, reference, atol=1e-5)
+
+    rgb = torch.from_numpy(np.stack(pixels[:2])).permute(0, 3, 1, 2).float() / 255
+    luminance = (0.2989 * rgb[:, 0] + 0.5870 * rgb[:, 1] + 0.1140 * rgb[:, 2]).unsqueeze(1).expand(-1, 3, -1, -1)
+    normalised = (luminance - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+    reference = embed(model, normalised, VISIBLE)["global"].numpy()
+    np.testing.assert_allclose(as_gray[:2], reference, atol=1e-5)
     np.testing.assert_array_equal(as_gray[2:], in_colour[2:])
     assert np.abs(as_gray[:2] - in_colour[:2]).max() > 1e-2

@@ -27,6 +27,22 @@ def _gray(img: torch.Tensor) -> torch.Tensor:
     return sum(w * img[c] for c, w in enumerate(_GRAY_WEIGHTS))
 
 
+def _as_three_channels(channel: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return channel.unsqueeze(0).expand_as(like).clone()
+
+
+class Luminance:
+    """The image's luminance (weights 0.2989 / 0.5870 / 0.1140) in all three channels, with probability
+    ``p`` (no random draw at ``p`` = 1, so a deterministic pipeline leaves Python's random stream alone): the
+    one gray conversion of the project (the channel ops below, the tone curve and ``pseudo.visible_gray``)."""
+
+    def __init__(self, p: float = 1.0) -> None:
+        self.p = p
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        return _as_three_channels(_gray(img), img) if self.p >= 1.0 or random.random() < self.p else img
+
+
 class ChannelExchange:
     """Replace all three channels by one random channel: draw ``i`` in ``[0, gray]``; 0/1/2 pick R/G/B,
     anything above 2 gives the luminance. With the field's ``gray=2`` no image is ever made gray."""
@@ -36,8 +52,7 @@ class ChannelExchange:
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         idx = random.randint(0, self.gray)
-        channel = img[idx] if idx < 3 else _gray(img)
-        return channel.unsqueeze(0).expand_as(img).clone()
+        return _as_three_channels(img[idx] if idx < 3 else _gray(img), img)
 
 
 class ChannelAdapGray:
@@ -50,9 +65,9 @@ class ChannelAdapGray:
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         idx = random.randint(0, 3)
         if idx < 3:
-            return img[idx].unsqueeze(0).expand_as(img).clone()
+            return _as_three_channels(img[idx], img)
         if random.random() <= self.p:
-            return _gray(img).unsqueeze(0).expand_as(img).clone()
+            return _as_three_channels(_gray(img), img)
         return img
 
 
@@ -145,7 +160,7 @@ class RandomToneCurve:
         segment = scaled.floor().clamp(max=self.knots - 1)
         frac = scaled - segment
         low, high = levels[segment.long()], levels[segment.long() + 1]
-        return (low + frac * (high - low)).unsqueeze(0).expand_as(img).clone()
+        return _as_three_channels(low + frac * (high - low), img)
 
 
 # name -> (stage, factory(p)); "pil" items run before ToTensor, "raw" items on the [0, 1] tensor before
@@ -154,11 +169,12 @@ POLICY_ITEMS: dict[str, tuple[str, Callable[[float], Callable]]] = {
     "color_jitter": ("pil", lambda p: T.RandomApply([T.ColorJitter(0.5, 0.5, 0.5, 0.5)], p=p)),
     "linear": ("raw", LinearTransform),
     "tone": ("raw", RandomToneCurve),
+    "gray": ("raw", Luminance),
     "erasing": ("tensor", ChannelRandomErasing),
     "channel_exchange": ("tensor", lambda p: T.RandomApply([ChannelExchange(gray=2)], p=p)),
     "adaptive_gray": ("tensor", ChannelAdapGray),
 }
-_DEFAULT_P = {"color_jitter": 1.0, "linear": 0.5, "tone": 1.0, "erasing": 0.5, "channel_exchange": 1.0, "adaptive_gray": 0.5}
+_DEFAULT_P = {"color_jitter": 1.0, "linear": 0.5, "tone": 1.0, "gray": 1.0, "erasing": 0.5, "channel_exchange": 1.0, "adaptive_gray": 0.5}
 VIEWS = ("visible", "visible_aug", "infrared")
 
 
@@ -183,7 +199,8 @@ def crop_padding(height: int) -> int:
 
 def build_transform(view: str, policy: list[str] | None, height: int, width: int, train: bool = True) -> Callable:
     """The pipeline for one view: Resize → Pad → RandomCrop → HFlip → [PIL items] → ToTensor →
-    [raw items] → Normalize → [tensor items]; ``train=False``: Resize → ToTensor → Normalize.
+    [raw items] → Normalize → [tensor items]; ``train=False``: Resize only, then the same items (the
+    test transform with ``policy=None``; relabelling's ``pseudo.visible_gray`` passes ``["gray"]``).
 
     The padding is the field's 10 pixels at its 288-pixel height, scaled with ``height`` (2 at 64):
     a fixed 10 would shift a 64×32 crop by up to a third of its width.
@@ -192,10 +209,10 @@ def build_transform(view: str, policy: list[str] | None, height: int, width: int
     if view not in VIEWS:
         raise UserError(f"view {view!r}: unknown; valid views: {', '.join(VIEWS)}")
     normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-    if not train:
-        return T.Compose([T.Resize((height, width)), T.ToTensor(), normalize])
     items = [_parse_item(item) for item in policy or []]
     stage = {key: [POLICY_ITEMS[name][1](p) for name, p in items if POLICY_ITEMS[name][0] == key]
              for key in ("pil", "raw", "tensor")}
-    base = [T.Resize((height, width)), T.Pad(crop_padding(height)), T.RandomCrop((height, width)), T.RandomHorizontalFlip()]
+    base = [T.Resize((height, width))]
+    if train:
+        base += [T.Pad(crop_padding(height)), T.RandomCrop((height, width)), T.RandomHorizontalFlip()]
     return T.Compose([*base, *stage["pil"], T.ToTensor(), *stage["raw"], normalize, *stage["tensor"]])

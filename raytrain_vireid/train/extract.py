@@ -9,7 +9,6 @@ import pyarrow as pa
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from torchvision import transforms as T
 
 from raytrain_vireid import INFRARED, VISIBLE
 from raytrain_vireid.data.datasets import ImageDataset
@@ -28,11 +27,11 @@ def extract_features(model: nn.Module, table: pa.Table, device: torch.device, *,
     ``model.feature_dims`` (the heads, plus any extracted part features).
 
     Each modality is embedded with its own stem (``models.features.embed``), test transform only;
-    ``visible_gray``: visible images through their luminance first (``pseudo.visible_gray``).
+    ``visible_gray``: visible images as their luminance (``pseudo.visible_gray``; ``data.transforms.Luminance``).
     """
     out = {key: np.zeros((table.num_rows, dim), dtype=dtype) for key, dim in model.feature_dims.items()}
     transform = build_transform("visible", None, height, width, train=False)
-    transforms = {VISIBLE: T.Compose([T.Grayscale(num_output_channels=3), transform]) if visible_gray else transform,
+    transforms = {VISIBLE: build_transform("visible", ["gray"], height, width, train=False) if visible_gray else transform,
                   INFRARED: transform}
     modality = table["modality"].to_numpy()
     for m in (VISIBLE, INFRARED):
