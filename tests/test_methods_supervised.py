@@ -12,7 +12,7 @@ from raytrain_vireid.errors import UserError
 from raytrain_vireid.methods.base import VIEW_A, VIEW_R, VIEW_V, Batch
 from raytrain_vireid.methods.supervised import SupervisedIdentity
 from raytrain_vireid.models import build_model
-from raytrain_vireid.models.identity import ID_LOGITS, WithIdentityClassifier
+from raytrain_vireid.models.identity import WithIdentityClassifier, id_logits_key
 from raytrain_vireid.train.launch import fit
 from raytrain_vireid.train.report import read_metrics
 
@@ -24,11 +24,32 @@ def test_classifier_logits_only_in_training_and_heads_pass_through():
     x = torch.randn(4, 3, 64, 32)
     net.train()
     out = net(visible=x[:2], infrared=x[2:])
-    assert out[ID_LOGITS].shape == (4, 5)
-    assert torch.allclose(out[ID_LOGITS], out["global"] @ net.classifier.weight.t())
+    logits = id_logits_key("global")
+    assert out[logits].shape == (4, 5)
+    assert torch.allclose(out[logits], out["global"] @ net.classifiers["global"].weight.t())
     net.eval()
-    assert ID_LOGITS not in net(visible=x)
-    assert "classifier.weight" in net.state_dict()
+    assert logits not in net(visible=x)
+    assert "classifiers.global.weight" in net.state_dict()
+
+
+def test_every_vit_head_gets_a_classifier_and_every_parameter_a_gradient():
+    # DDP refuses parameters outside the loss: a classifier on the deep head alone left the shallow branch out.
+    torch.manual_seed(0)
+    net = WithIdentityClassifier(build_model("vit", config="vit_tiny"), num_ids=4)
+    method = SupervisedIdentity(build_config("sdcl", overrides=["supervised=true"]), net.heads,
+                                np.array([0, 0, 1, 1], np.int8), np.array([0, 1, 2, 3]))
+    assert set(net.classifiers) == {"deep", "shallow"}
+    net.train()
+    x = torch.randn(4, 3, 128, 64)
+    out = net(visible=x[:2], infrared=x[2:])
+    batch = Batch(index=torch.arange(4), view=torch.tensor([VIEW_V, VIEW_V, VIEW_R, VIEW_R]),
+                  labels=torch.zeros(4, dtype=torch.long), cross=torch.full((4,), -1))
+    loss, logs = method.loss(out, batch, epoch=0)
+    terms = [F.cross_entropy(out[id_logits_key(head)], torch.arange(4)) for head in ("deep", "shallow")]
+    assert torch.allclose(loss, (terms[0] + terms[1]) / 2)
+    assert logs["loss_id_shallow"] == pytest.approx(float(terms[1].detach()))
+    loss.backward()
+    assert [name for name, p in net.named_parameters() if p.requires_grad and p.grad is None] == []
 
 
 def test_loss_is_cross_entropy_over_the_true_identities_of_every_view():
@@ -39,7 +60,7 @@ def test_loss_is_cross_entropy_over_the_true_identities_of_every_view():
     logits = torch.randn(5, 3, requires_grad=True)
     batch = Batch(index=torch.tensor([0, 2, 0, 2, 4]), view=torch.tensor([VIEW_V, VIEW_V, VIEW_A, VIEW_A, VIEW_R]),
                   labels=torch.zeros(5, dtype=torch.long), cross=torch.full((5,), -1))
-    loss, logs = method.loss({ID_LOGITS: logits, "global": torch.randn(5, 8)}, batch, epoch=0)
+    loss, logs = method.loss({id_logits_key("global"): logits, "global": torch.randn(5, 8)}, batch, epoch=0)
     assert torch.allclose(loss, F.cross_entropy(logits, torch.tensor([1, 1, 1, 1, 0])))
     assert logs["loss_id"] == pytest.approx(float(loss.detach()))
     assert len(method.memories) == 0

@@ -19,11 +19,12 @@ import torch.nn.functional as F
 from raytrain_vireid.config import Config
 from raytrain_vireid.methods.base import Batch, Method
 from raytrain_vireid.methods.registry import get_method
-from raytrain_vireid.models.identity import ID_LOGITS
+from raytrain_vireid.models.identity import id_logits_key
 
 
 class SupervisedIdentity(Method):
-    """Cross-entropy of the identity classifier over every row [v; a; r]; no memories.
+    """Cross-entropy of each head's identity classifier over every row [v; a; r], averaged over the heads
+    (one head: the plain ID loss); no memories.
 
     ``pids``: the true identity of every training row (table order); classes are the distinct pids.
     """
@@ -43,8 +44,13 @@ class SupervisedIdentity(Method):
         self.classes = self.classes.to(device)
 
     def loss(self, outputs: dict[str, torch.Tensor], batch: Batch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
-        term = F.cross_entropy(outputs[ID_LOGITS], self.classes[batch.index])
-        return term, {"loss_id": float(term.detach())}
+        target = self.classes[batch.index]
+        terms = {head: F.cross_entropy(outputs[id_logits_key(head)], target) for head in self.heads}
+        total = torch.stack(list(terms.values())).mean()
+        logs = {"loss_id": float(total.detach())}
+        if len(terms) > 1:
+            logs.update({f"loss_id_{head}": float(term.detach()) for head, term in terms.items()})
+        return total, logs
 
     def update_memories(self, gathered: Batch) -> None:
         """Nothing to update: the classifier is trained by the optimiser."""
