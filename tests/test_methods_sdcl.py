@@ -14,9 +14,8 @@ from raytrain_vireid.config import build_config
 from raytrain_vireid.errors import UserError
 from raytrain_vireid.methods import get_method
 from raytrain_vireid.methods.base import VIEW_A, VIEW_R, VIEW_V, Batch, memory_key
-from raytrain_vireid.methods.sdcl import (
-    SHARED, cross_direction, instance_key, modality_positions, shared_centroids, unified_labels,
-)
+from raytrain_vireid.methods.instances import instance_key, modality_positions
+from raytrain_vireid.methods.sdcl import SHARED, cross_direction, shared_centroids, unified_labels
 from raytrain_vireid.pseudo.labelset import LabelSet
 
 HEADS = ("deep", "shallow")

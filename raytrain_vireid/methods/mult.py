@@ -33,7 +33,7 @@ from raytrain_vireid.errors import UserError
 from raytrain_vireid.losses.contrastive import oclr
 from raytrain_vireid.methods.base import VIEW_A, VIEW_R, VIEW_V, Batch, Method, memory_key, space_labels
 from raytrain_vireid.methods.registry import register
-from raytrain_vireid.methods.sdcl import MODALITY_VIEWS, modality_positions
+from raytrain_vireid.methods.instances import MODALITY_VIEWS, modality_positions
 from raytrain_vireid.pseudo.labelset import LabelSet
 
 OTHER = {VISIBLE: INFRARED, INFRARED: VISIBLE}

@@ -39,7 +39,7 @@ from raytrain_vireid.memory.cluster import ClusterMemory
 from raytrain_vireid.memory.instance import InstanceMemory
 from raytrain_vireid.methods.base import VIEW_V, Batch, Method, memory_key, space_labels
 from raytrain_vireid.methods.registry import register
-from raytrain_vireid.methods.sdcl import MODALITY_VIEWS, instance_key
+from raytrain_vireid.methods.instances import MODALITY_VIEWS, instance_key
 from raytrain_vireid.models.parts import part_keys, salcr_partners
 from raytrain_vireid.pseudo.labelset import LabelSet
 

@@ -8,9 +8,8 @@ cra``); one *shared* infrared-space memory per head, initialised from RGB+IR mea
 labels, replaces both cluster memories; visible images train only when their CRA label and their own
 DBSCAN label are both valid. CNL continues with the stage-2 weights.
 
-Reusable pieces (HIL builds on them): :func:`build_instance_memories`, :func:`instance_key`,
-:func:`modality_positions`, :func:`cnl_terms`, :func:`cnl_loss`, :func:`unified_labels`,
-:func:`shared_centroids`.
+Reusable pieces (HIL builds on them): :func:`cnl_terms`, :func:`cnl_loss`, :func:`unified_labels`,
+:func:`shared_centroids`; the instance memories are in :mod:`raytrain_vireid.methods.instances`.
 """
 
 from __future__ import annotations
@@ -21,60 +20,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from raytrain_vireid import INFRARED, MODALITY_NAMES, VISIBLE
+from raytrain_vireid import INFRARED, VISIBLE
 from raytrain_vireid.config import Config
 from raytrain_vireid.data.samplers import PseudoIdentitySampler
 from raytrain_vireid.errors import UserError
 from raytrain_vireid.losses.neighbour import cnl, collaborative_neighbours
-from raytrain_vireid.memory.instance import InstanceMemory
 from raytrain_vireid.methods.base import VIEW_A, VIEW_R, VIEW_V, Batch, Method, memory_key
+from raytrain_vireid.methods.instances import (MODALITY_VIEWS, build_instance_memories, instance_key, modality_positions,
+                                               update_instance_memories)
 from raytrain_vireid.methods.registry import register
 from raytrain_vireid.pseudo.labelset import LabelSet
 
 SHARED = "shared"
-MODALITY_VIEWS = {VISIBLE: (VIEW_V, VIEW_A), INFRARED: (VIEW_R,)}
-
-
-# ---- instance memories ------------------------------------------------------------------------------
-def instance_key(head: str, modality: int) -> str:
-    """Key of the instance memory of ``head`` and ``modality`` (``"<head>/<modality name>"``)."""
-    return f"{head}/{MODALITY_NAMES[modality]}"
-
-
-def modality_positions(modality: np.ndarray) -> np.ndarray:
-    """(N,) int64: each training row's position among the rows of its own modality (its instance-memory row)."""
-    modality = np.asarray(modality)
-    positions = np.empty(modality.shape[0], dtype=np.int64)
-    for m in (VISIBLE, INFRARED):
-        rows = np.nonzero(modality == m)[0]
-        positions[rows] = np.arange(rows.size)
-    return positions
-
-
-def build_instance_memories(features: Mapping[str, np.ndarray], modality: np.ndarray, heads: tuple[str, ...],
-                            momentum: float, device: torch.device) -> nn.ModuleDict:
-    """One :class:`InstanceMemory` per modality × head (rows of that modality in table order, L2-normalised),
-    keyed by :func:`instance_key`; update with ``μ = momentum`` (SDCL 0.9) after every step."""
-    modality = np.asarray(modality)
-    memories = nn.ModuleDict()
-    for head in heads:
-        values = np.asarray(features[head])
-        for m in (VISIBLE, INFRARED):
-            rows = torch.tensor(np.asarray(values[modality == m], dtype=np.float32), device=device)
-            memories[instance_key(head, m)] = InstanceMemory(rows, momentum=momentum).to(device)
-    return memories
-
-
-@torch.no_grad()
-def update_instance_memories(memories: nn.ModuleDict, gathered: Batch, positions: torch.Tensor,
-                             heads: tuple[str, ...]) -> None:
-    """EMA-update every instance memory with the all-gathered batch rows of its modality, in batch order
-    (both visible views update the same visible row, v first)."""
-    for m, views in MODALITY_VIEWS.items():
-        rows = gathered.rows(*views)
-        local = positions[gathered.index[rows]]
-        for head in heads:
-            memories[instance_key(head, m)].update(local, gathered.features[head][rows])
 
 
 # ---- CNL --------------------------------------------------------------------------------------------
