@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.optimize import linear_sum_assignment
 
 from raytrain_vireid.errors import UserError
 from raytrain_vireid.pseudo.associate import associate
@@ -14,6 +15,7 @@ from raytrain_vireid.pseudo.associate.cra import majority_vote, ranking_vote
 from raytrain_vireid.pseudo.associate.gur import gur
 from raytrain_vireid.pseudo.associate.hungarian import hungarian
 from raytrain_vireid.pseudo.associate.propagation import heterogeneous_plan, propagation, transfer
+from raytrain_vireid.pseudo.associate.votes import knn_votes
 from raytrain_vireid.pseudo.sinkhorn import sinkhorn_log_scalings, sparse_sinkhorn_plan, transport_argmax
 
 
@@ -103,7 +105,36 @@ def test_hungarian_matches_clusters_one_to_one_and_leaves_surplus_unmatched():
     np.testing.assert_array_equal(out.info["matches"], [[0, 1], [2, 0]])
 
 
-@pytest.mark.parametrize("name", ["sinkhorn", "hungarian", "cma", "brst"])
+def test_knn_votes_match_the_clusters_whose_members_are_neighbours():
+    """Visible cluster 0's members (but one stray) sit by infrared cluster 1's, visible 1's by infrared 2's; infrared 0
+    gets no vote and stays unmatched. On random data a plain loop of votes, size shares and Hungarian agrees."""
+    fv = unit([[1, 0.1, 0], [1, 0.12, 0], [1, 0.08, 0], [-1, 0, 3],  # visible cluster 0: three near axis 0, one stray
+               [0, 1, 0], [0, 1, 0.1], [0, 1, -0.1]])  # visible cluster 1, near axis 1
+    lv = np.array([0, 0, 0, 0, 1, 1, 1])
+    fr = unit([[0.2, 0.0, 1], [0.3, 0.1, 1],  # infrared cluster 0: off to the side
+               [1, 0.1, 0.01], [1, 0.11, -0.01], [0.1, 1, 0], [0.1, 1, 0.05]])  # 1: by visible 0's members, 2: by 1's
+    lr = np.array([0, 0, 1, 1, 2, 2])
+    out = knn_votes(fv, lv, fr, lr, k=1)
+    np.testing.assert_array_equal(out.info["matches"], [[0, 1], [1, 2]])
+    np.testing.assert_array_equal(out.cross_v, [1, 1, 1, 1, 2, 2, 2])
+    np.testing.assert_array_equal(out.cross_r, [-1, -1, 0, 0, 1, 1])  # infrared 0 got no vote: unmatched
+
+    rng = np.random.default_rng(7)
+    fv, fr = unit(rng.standard_normal((40, 6))), unit(rng.standard_normal((30, 6)))
+    lv, lr = rng.integers(-1, 5, 40), rng.integers(-1, 4, 30)
+    votes = np.zeros((5, 4))
+    for feats, labels, other, other_labels, forward in ((fv, lv, fr, lr, True), (fr, lr, fv, lv, False)):
+        for i in np.nonzero(labels >= 0)[0]:
+            candidates = np.nonzero(other_labels >= 0)[0]
+            for j in candidates[np.argsort(-(other[candidates] @ feats[i]), kind="stable")[:3]]:
+                a, b = (labels[i], other_labels[j]) if forward else (other_labels[j], labels[i])
+                votes[a, b] += 1
+    scores = votes / np.sqrt(np.outer(np.bincount(lv[lv >= 0]), np.bincount(lr[lr >= 0])))
+    rows, cols = linear_sum_assignment(-scores)
+    np.testing.assert_array_equal(knn_votes(fv, lv, fr, lr, k=3).info["matches"], np.stack([rows, cols], axis=1))
+
+
+@pytest.mark.parametrize("name", ["sinkhorn", "hungarian", "cma", "brst", "knn_votes"])
 def test_cluster_associators_recover_a_permutation(name):
     rng = np.random.default_rng(3)
     centres = unit(rng.standard_normal((5, 16)))

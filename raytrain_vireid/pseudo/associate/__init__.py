@@ -21,6 +21,7 @@ from .gur import gur
 from .hungarian import hungarian
 from .optimal_transport import sinkhorn
 from .propagation import propagation
+from .votes import knn_votes
 
 ASSOCIATORS: dict[str, Callable[..., Association]] = {
     "hungarian": hungarian,
@@ -31,6 +32,7 @@ ASSOCIATORS: dict[str, Callable[..., Association]] = {
     "gur": gur,
     "brst": brst,
     "cma": cma,
+    "knn_votes": knn_votes,
 }
 
 _DATA_ARGUMENTS = {"features_v", "labels_v", "features_r", "labels_r", "backend"}

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from ..cluster import centroids
 
@@ -59,3 +60,21 @@ def sq_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def as_labels(labels: Any) -> np.ndarray:
     """Labels as an int64 copy."""
     return np.array(labels, dtype=np.int64)
+
+
+def matched(labels_v: np.ndarray, labels_r: np.ndarray, cost: np.ndarray, allowed: np.ndarray | None = None) -> Association:
+    """One-to-one cluster matching of least total ``cost`` (C_v, C_r) (SciPy ``linear_sum_assignment``); pairs that
+    are not ``allowed`` are dropped from it. Instances of unmatched clusters get cross label -1; ``info["matches"]``
+    lists the (visible, infrared) cluster pairs."""
+    v_to_r = np.full(cost.shape[0], -1, dtype=np.int64)
+    r_to_v = np.full(cost.shape[1], -1, dtype=np.int64)
+    if cost.size:
+        rows, cols = linear_sum_assignment(cost)
+        if allowed is not None:
+            keep = allowed[rows, cols]
+            rows, cols = rows[keep], cols[keep]
+        v_to_r[rows], r_to_v[cols] = cols, rows
+    return Association(
+        labels_v, labels_r, lookup(v_to_r, labels_v), lookup(r_to_v, labels_r),
+        info={"matches": np.stack([np.nonzero(v_to_r >= 0)[0], v_to_r[v_to_r >= 0]], axis=1)},
+    )
