@@ -125,6 +125,23 @@ class PseudoConfig:
     # from the stage-2 epoch on), so the method's own losses and memories train on perfect pseudo-labels; its cross
     # labels are already the truth, so oracle_association then changes nothing.
     oracle_clusters: bool = False
+    # A hand-crafted descriptor of every training image (null | hog: raytrain_vireid/pseudo/descriptors.py), computed
+    # once by the driver and blended into the features that are clustered and associated, squared distances
+    # (1 - w)·d_network + w·d_prior. w = prior_weight at epoch 0, falling linearly to 0 at epoch prior_epochs (0: w
+    # stays prior_weight). A cold start for networks without pretrained weights; no labels involved.
+    prior: str | None = None
+    prior_weight: float = 0.5
+    prior_epochs: int = 0
+    prior_k: int = 5  # cross-modality neighbours per row in the prior's space (the loss.prior_cross term)
+    prior_association: bool = False  # the stage-2 associator sees the prior alone (clusters: the blend's)
+
+    def prior_weight_at(self, epoch: int) -> float:
+        """w of the prior at ``epoch`` (0 without a prior)."""
+        if self.prior is None:
+            return 0.0
+        if self.prior_epochs == 0:
+            return self.prior_weight
+        return self.prior_weight * max(0.0, 1.0 - epoch / self.prior_epochs)
 
 
 @dataclass
@@ -480,12 +497,23 @@ def validate(config: Config) -> None:
         ("run.max_failures", config.run.max_failures),
         ("stage.stage2_epoch", config.stage.stage2_epoch),
         ("stage.cross_epoch", config.stage.cross_epoch),
+        ("pseudo.prior_epochs", config.pseudo.prior_epochs),
+        ("loss.prior_cross", config.loss.get("prior_cross", 0.0)),
     ):
         _positive(value, key, allow_zero=True)
     if not 0.0 <= config.memory.momentum < 1.0:
         raise UserError(f"memory.momentum: must be in [0, 1), got {config.memory.momentum}")
     if not 0.0 < config.eval.val_fraction < 1.0:
         raise UserError(f"eval.val_fraction: must be in (0, 1), got {config.eval.val_fraction}")
+    if config.pseudo.prior is not None:
+        from .pseudo.descriptors import DESCRIPTORS  # NumPy only
+
+        _choice(config.pseudo.prior, DESCRIPTORS, "pseudo.prior")
+    _positive(config.pseudo.prior_k, "pseudo.prior_k")
+    if config.loss.get("prior_cross", 0.0) > 0 and config.pseudo.prior is None:
+        raise UserError("loss.prior_cross: needs a prior descriptor (set pseudo.prior, or loss.prior_cross=0)")
+    if not 0.0 <= config.pseudo.prior_weight <= 1.0:
+        raise UserError(f"pseudo.prior_weight: must be in [0, 1], got {config.pseudo.prior_weight}")
     k1 = per_modality(config.pseudo.k1, "pseudo.k1")
     for key, values in (("pseudo.k1", k1), ("pseudo.eps", per_modality(config.pseudo.eps, "pseudo.eps"))):
         for value in values.values():

@@ -7,7 +7,7 @@ from raytrain_vireid.errors import UserError
 def test_overrides_are_typed_and_nested():
     config = build_config(overrides=["train.epochs=3", "pseudo.eps=0.5", "train.lr_milestones=[2, 4]", "loss.cnl=0.5"])
     assert config.train.epochs == 3 and config.pseudo.eps == 0.5
-    assert config.train.lr_milestones == [2, 4] and config.loss == {"cnl": 0.5}
+    assert config.train.lr_milestones == [2, 4] and config.loss["cnl"] == 0.5
 
 
 def test_k1_and_eps_take_one_value_per_modality():
@@ -28,11 +28,26 @@ def test_k1_and_eps_take_one_value_per_modality():
         ("memory.momentum=1.5", "memory.momentum: must be in [0, 1)"),
         ("nonsense", "expected key=value"),
         ("method=foo", "unknown method 'foo'"),
+        ("pseudo.prior=sift", "pseudo.prior: 'sift' is not one of hog"),
+        ("pseudo.prior_weight=1.5", "pseudo.prior_weight: must be in [0, 1], got 1.5"),
+        ("pseudo.prior_k=0", "pseudo.prior_k: must be > 0, got 0"),
+        ("pseudo.prior_epochs=-1", "pseudo.prior_epochs: must be >= 0, got -1"),
     ],
 )
 def test_bad_overrides_name_the_setting(override, message):
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         build_config(overrides=[override])
+
+
+def test_prior_weight_schedule_and_the_term_needs_a_prior():
+    config = build_config(overrides=["pseudo.prior=hog", "pseudo.prior_weight=0.8", "pseudo.prior_epochs=4"])
+    assert [config.pseudo.prior_weight_at(e) for e in (0, 1, 4, 9)] == pytest.approx([0.8, 0.6, 0.0, 0.0])
+    constant = build_config(overrides=["pseudo.prior=hog", "pseudo.prior_weight=0.3", "pseudo.prior_epochs=0"])
+    assert constant.pseudo.prior_weight_at(0) == constant.pseudo.prior_weight_at(50) == 0.3
+    off = build_config(overrides=["pseudo.prior=null", "loss.prior_cross=0"])
+    assert off.pseudo.prior_weight_at(0) == 0.0
+    with pytest.raises(UserError, match="loss.prior_cross: needs a prior descriptor"):
+        build_config(overrides=["pseudo.prior=null", "loss.prior_cross=1"])
 
 
 def test_resolved_config_round_trips_through_yaml(tmp_path):

@@ -10,11 +10,15 @@ import signal
 import threading
 import time
 
+import numpy as np
 import psutil
 import pytest
 
+from raytrain_vireid import INFRARED, VISIBLE
+from raytrain_vireid.methods import get_method
+from raytrain_vireid.pseudo.engine import relabel
 from raytrain_vireid.train.checkpoint import load_state
-from raytrain_vireid.train.launch import fit
+from raytrain_vireid.train.launch import fit, prepare_data, prior_descriptor
 from raytrain_vireid.train.report import read_metrics
 
 
@@ -26,6 +30,23 @@ def test_local_mode_run_trains_evaluates_and_reports(tmp_path, cache, ray_local,
     assert history[1]["clusters_visible"] > 0 and "mAP" in history[1]
     assert {row["name"] for row in result.final["rows"]} == {"sysu all", "sysu indoor"}
     assert (result.run_dir / "report.md").is_file() and (result.run_dir / "config.yaml").is_file()
+
+
+def test_prior_labels_the_first_epoch_and_adds_its_term(tmp_path, cache, ray_local, tiny_config):
+    """``pseudo.prior`` at weight 1 from epoch 0 (no warm-up): the first clustering is the engine's on the driver's
+    descriptor alone, and ``loss.prior_cross`` is logged every epoch."""
+    config = tiny_config(tmp_path, cache, "prior", 0, "pseudo.prior=hog", "pseudo.prior_weight=1.0",
+                         "pseudo.prior_epochs=0", "loss.prior_cross=1.0", "train.warmup_epochs=0")
+    result = fit(config)
+    history = read_metrics(result.run_dir)
+    table = prepare_data(config).train
+    modality = table["modality"].to_numpy()
+    noise = {"global": np.random.default_rng(0).standard_normal((table.num_rows, 8)).astype(np.float32)}
+    expected = relabel(noise, modality, get_method("baseline")(config, ("global",), modality).relabel_plan(0),
+                       prior=prior_descriptor(config, table))
+    assert history[0]["clusters_visible"] == expected.num_clusters[VISIBLE]
+    assert history[0]["clusters_infrared"] == expected.num_clusters[INFRARED]
+    assert all(row["loss_prior_cross"] > 0 and row["memory_drift"] == 0 for row in history)
 
 
 @pytest.mark.slow
@@ -52,8 +73,10 @@ def test_two_workers_checkpoint_and_resume(tmp_path, cache, ray_local, tiny_conf
 @pytest.mark.slow
 def test_killed_worker_resumes_from_last_checkpoint(tmp_path, cache, ray_local, tiny_config):
     """FailureConfig(max_failures=1): SIGKILL one worker during epoch 1; the run restarts the worker group from the
-    epoch-0 checkpoint and finishes, and epoch 0 is not trained again."""
-    config = tiny_config(tmp_path, cache, "fault", 2, "train.epochs=3", "train.iters_per_epoch=8", "run.max_failures=1")
+    epoch-0 checkpoint and finishes, and epoch 0 is not trained again. With the baseline's synthetic default prior, so
+    its neighbours reach both workers and the restarted group too."""
+    config = tiny_config(tmp_path, cache, "fault", 2, "train.epochs=3", "train.iters_per_epoch=8", "run.max_failures=1",
+                         "pseudo.prior=hog", "loss.prior_cross=1.0")
     metrics_file = tmp_path / "fault" / "metrics.csv"
     killed: list[int] = []
 
@@ -77,3 +100,4 @@ def test_killed_worker_resumes_from_last_checkpoint(tmp_path, cache, ray_local, 
     history = read_metrics(result.run_dir)
     assert [row["epoch"] for row in history] == [0, 1, 2]
     assert result.final["epoch"] == 2
+    assert all(row["loss_prior_cross"] > 0 for row in history[1:])  # epoch 0 is the warm-up, without the term

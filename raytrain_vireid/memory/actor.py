@@ -33,11 +33,13 @@ class MemoryActor:
     for quality metrics only, the true pids. ``supervised=True`` labels from the true pids instead of
     clustering (diagnostic upper bound); ``oracle_association=True`` keeps the clusters and replaces only the
     cross labels (:func:`oracle_cross`, diagnostic); ``oracle_clusters=True`` labels from the true pids but keeps the
-    plan's stage: cross labels only when the plan associates (diagnostic)."""
+    plan's stage: cross labels only when the plan associates (diagnostic). ``prior``: a hand-crafted descriptor of
+    every row (``pseudo.prior``), blended into the clustered features by the plan's ``prior_weight``."""
 
     def __init__(self, modality: np.ndarray, feature_dims: Mapping[str, int], *, true_pids: np.ndarray | None = None,
                  feature_dtype: str = "float16", backend: str = "auto", supervised: bool = False,
-                 oracle_association: bool = False, oracle_clusters: bool = False) -> None:
+                 oracle_association: bool = False, oracle_clusters: bool = False,
+                 prior: np.ndarray | None = None) -> None:
         self.modality = np.asarray(modality, dtype=np.int8).copy()
         self.true_pids = None if true_pids is None else np.asarray(true_pids, dtype=np.int64).copy()
         if (supervised or oracle_association or oracle_clusters) and self.true_pids is None:
@@ -49,6 +51,7 @@ class MemoryActor:
         self.supervised = supervised
         self.oracle_association = oracle_association
         self.oracle_clusters = oracle_clusters
+        self.prior = None if prior is None else np.array(prior, dtype=np.float32)  # copied out of the object store
         self.labelsets: dict[int, LabelSet] = {}
 
     def put_features(self, indices: np.ndarray, arrays: Mapping[str, np.ndarray]) -> None:
@@ -78,7 +81,7 @@ class MemoryActor:
                 labelset.cross = None  # stage 1 of the method: no cross-modality labels yet
         else:
             labelset = relabel(features, self.modality, plan, backend=get_backend(self.backend_name),
-                               true_pids=self.true_pids, epoch=epoch)
+                               true_pids=self.true_pids, epoch=epoch, prior=self.prior)
             if self.oracle_association and labelset.cross is not None:
                 labelset.cross = oracle_cross(labelset.labels, self.modality, self.true_pids)
                 rows = {m: np.flatnonzero(self.modality == m) for m in (VISIBLE, INFRARED)}

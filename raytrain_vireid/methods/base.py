@@ -116,6 +116,8 @@ class Method:
             min_samples=pseudo.min_samples,
             association=pseudo.association if self.stage(epoch) == 2 else None,
             association_params=dict(pseudo.association_params),
+            prior_weight=pseudo.prior_weight_at(epoch),
+            associate_on_prior=pseudo.prior is not None and pseudo.prior_association,
             backend=pseudo.backend,
         )
 

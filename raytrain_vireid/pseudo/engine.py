@@ -35,6 +35,9 @@ class RelabelPlan:
     ``keep_outliers``: DBSCAN noise gets singleton labels instead of -1. ``association``: None or a
     name in :data:`~raytrain_vireid.pseudo.associate.ASSOCIATORS`, with ``association_params``.
     ``subcluster_k``: None, or k for HIL's multi-centre sub-centres (blend ``subcluster_blend``).
+    ``prior_weight``: share w of a hand-crafted descriptor (:func:`relabel`'s ``prior``) in the features that are
+    clustered and associated, squared distances ``(1 − w)·d_network + w·d_prior`` (0: the network's alone).
+    ``associate_on_prior``: the associator sees the prior alone instead (the clusters stay those of the blend).
     """
 
     cluster_head: str = "global"
@@ -47,6 +50,8 @@ class RelabelPlan:
     association_params: dict[str, Any] = field(default_factory=dict)
     subcluster_k: int | None = None
     subcluster_blend: float = 0.9
+    prior_weight: float = 0.0
+    associate_on_prior: bool = False
     backend: str = "auto"
 
     def per_modality(self, name: str, modality: int) -> Any:
@@ -68,6 +73,8 @@ class RelabelPlan:
                 raise UserError(f"pseudo.k1: must be >= 1, got {self.per_modality('k1', m)}")
             if not float(self.per_modality("eps", m)) > 0:
                 raise UserError(f"pseudo.eps: must be > 0, got {self.per_modality('eps', m)}")
+        if not 0.0 <= self.prior_weight <= 1.0:
+            raise UserError(f"pseudo.prior_weight: must be in [0, 1], got {self.prior_weight}")
         if self.subcluster_k is not None and self.subcluster_k < 1:
             raise UserError(f"pseudo.subcluster_k: must be >= 1 or null, got {self.subcluster_k}")
 
@@ -88,6 +95,19 @@ def cluster_features(features: Mapping[str, np.ndarray], head: str) -> np.ndarra
     return l2_normalize(features[head])
 
 
+def with_prior(clustered: np.ndarray, prior: np.ndarray | None, weight: float) -> np.ndarray:
+    """Unit rows ``√(1 − w)·clustered ‖ √w·prior`` (both L2-normalised), whose squared distances are
+    ``(1 − w)·d + w·d_prior``; ``clustered`` itself when ``w`` is 0, the normalised prior when it is 1."""
+    if weight == 0.0:
+        return clustered
+    if prior is None or prior.shape[0] != clustered.shape[0]:
+        rows = "none" if prior is None else f"{prior.shape[0]} rows"
+        raise UserError(f"pseudo.prior: needs a prior descriptor of all {clustered.shape[0]} rows, got {rows}")
+    if weight == 1.0:
+        return l2_normalize(prior)
+    return np.concatenate([np.sqrt(1.0 - weight) * clustered, np.sqrt(weight) * l2_normalize(prior)], axis=1)
+
+
 def relabel(
     features: Mapping[str, np.ndarray],
     modality: np.ndarray,
@@ -96,8 +116,10 @@ def relabel(
     backend: Backend | None = None,
     true_pids: np.ndarray | None = None,
     epoch: int = 0,
+    prior: np.ndarray | None = None,
 ) -> LabelSet:
-    """Pseudo-label every training row (see :class:`RelabelPlan`); ``true_pids`` only feed the metrics."""
+    """Pseudo-label every training row (see :class:`RelabelPlan`); ``true_pids`` only feed the metrics;
+    ``prior``: a hand-crafted descriptor of every row, blended in by ``plan.prior_weight``."""
     plan.validate()
     backend = backend or get_backend(plan.backend)
     modality = np.asarray(modality, dtype=np.int8)
@@ -105,7 +127,7 @@ def relabel(
         if values.shape[0] != modality.shape[0]:
             raise ValueError(f"features[{head!r}] has {values.shape[0]} rows for {modality.shape[0]} modality rows")
     rows = {m: np.nonzero(modality == m)[0] for m in MODALITIES}
-    clustered = cluster_features(features, plan.cluster_head)
+    clustered = with_prior(cluster_features(features, plan.cluster_head), prior, plan.prior_weight)
     metrics: dict[str, float] = {}
     labels = np.full(modality.shape[0], -1, dtype=np.int64)
     jaccards: dict[int, Any] = {}
@@ -128,7 +150,8 @@ def relabel(
     cross, soft, extra = None, {}, {}
     if plan.association is not None:
         with _timed(metrics, "associate"):
-            result = _associate(features, clustered, labels, rows, jaccards, plan, backend)
+            associated = with_prior(clustered, prior, 1.0) if plan.associate_on_prior else clustered
+            result = _associate(features, associated, labels, rows, jaccards, plan, backend)
         cross = np.full(modality.shape[0], -1, dtype=np.int64)
         labels[rows[VISIBLE]], labels[rows[INFRARED]] = result.labels_v, result.labels_r
         cross[rows[VISIBLE]], cross[rows[INFRARED]] = result.cross_v, result.cross_r

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pyarrow as pa
 import ray
 import ray.train
@@ -24,9 +25,11 @@ from ray.train.torch import TorchTrainer
 
 from raytrain_vireid.config import Config, config_from_dict, data_kind, dump_config, read_yaml
 from raytrain_vireid.data import carve_validation, ensure_synthetic, load_manifest, parse_data_spec, train_table
+from raytrain_vireid.data.images import read_resized
 from raytrain_vireid.errors import UserError
 from raytrain_vireid.memory.actor import create_memory_actor, stop_memory_actor
 from raytrain_vireid.methods import get_method
+from raytrain_vireid.pseudo.descriptors import DESCRIPTORS, cross_modality_neighbours
 from raytrain_vireid.train.checkpoint import load_init_weights
 from raytrain_vireid.train.evaluation import TestSet
 from raytrain_vireid.train.loop import FINAL_EVAL_FILE, build_model_from_config, train_loop_per_worker
@@ -80,6 +83,16 @@ def prepare_data(config: Config) -> PreparedData:
     if config.eval.select_on == "val":
         train, val = carve_validation(train, config.eval.val_fraction, seed=config.train.seed)
     return PreparedData(train=train, testset=TestSet(protocol, root, trials), val=val)
+
+
+def prior_descriptor(config: Config, table: pa.Table, chunk: int = 256) -> np.ndarray | None:
+    """``pseudo.prior`` of every training row (table order) at the training resolution, or None without one (and for
+    ``--supervised``, whose labels are the truth and whose only loss is the identity classifier's)."""
+    if config.pseudo.prior is None or config.supervised:
+        return None
+    describe, paths = DESCRIPTORS[config.pseudo.prior], table["path"].to_pylist()
+    h, w = config.data.height, config.data.width
+    return np.concatenate([describe(read_resized(paths[i : i + chunk], h, w)) for i in range(0, len(paths), chunk)])
 
 
 def check_config(config: Config) -> None:
@@ -166,6 +179,7 @@ def fit(config: Config, callbacks: Sequence[Any] = ()) -> RunResult:
     run_dir = Path(config.run.storage_path).expanduser().resolve() / name
     resuming = check_resume(run_dir, config)
     data = prepare_data(config)
+    prior = prior_descriptor(config, data.train)
     probe = build_model_from_config(config)  # fails early (UserError) on bad pretrained weights
     if config.train.init_checkpoint:  # and on a warm start that is not this model's checkpoint
         load_init_weights(probe, config.train.init_checkpoint)
@@ -181,9 +195,10 @@ def fit(config: Config, callbacks: Sequence[Any] = ()) -> RunResult:
         resources=config.run.actor_resources,
         modality=data.train["modality"].to_numpy(), feature_dims=feature_dims, true_pids=data.train["pid"].to_numpy(),
         feature_dtype=config.pseudo.feature_dtype, backend=config.pseudo.backend, supervised=config.supervised,
-        oracle_association=config.pseudo.oracle_association, oracle_clusters=config.pseudo.oracle_clusters)
+        oracle_association=config.pseudo.oracle_association, oracle_clusters=config.pseudo.oracle_clusters,
+        prior=prior)
     try:
-        result = _trainer(config, data, run_dir, actor_name, callbacks).fit()
+        result = _trainer(config, data, run_dir, actor_name, callbacks, prior).fit()
     finally:
         stop_memory_actor(actor, actor_name)
     final = _read_final(run_dir)
@@ -192,8 +207,11 @@ def fit(config: Config, callbacks: Sequence[Any] = ()) -> RunResult:
 
 
 def _trainer(config: Config, data: PreparedData, run_dir: Path, actor_name: str,
-             callbacks: Sequence[Any] = ()) -> TorchTrainer:
+             callbacks: Sequence[Any] = (), prior: np.ndarray | None = None) -> TorchTrainer:
     run = config.run
+    neighbours = None
+    if prior is not None and config.loss.get("prior_cross", 0.0) > 0:
+        neighbours = cross_modality_neighbours(prior, data.train["modality"].to_numpy(), config.pseudo.prior_k)
     resources = {"CPU": run.cpus_per_worker, **({"GPU": 1} if run.use_gpu else {})}
     loop_config = {
         "config": config.to_dict(),
@@ -203,6 +221,7 @@ def _trainer(config: Config, data: PreparedData, run_dir: Path, actor_name: str,
         "run_dir": str(run_dir),
         "actor_name": actor_name,
         "progress": resolve_mode(run.progress),
+        "prior_neighbours": neighbours,
     }
     return TorchTrainer(
         train_loop_per_worker,

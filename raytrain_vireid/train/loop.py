@@ -6,7 +6,9 @@ method loss → backward → all-gathered memory update) → evaluation (rank 0)
 with a checkpoint written by rank 0. Warm-up epochs (``train.warmup_epochs``) replace the relabel
 step by instance contrast. Training images get the augmentation policies of the epoch's stage
 (``augment.stage2`` from the method's stage 2; warm-up epochs stay on stage 1). Everything
-method-specific is a hook of ``methods.base.Method``.
+method-specific is a hook of ``methods.base.Method``; the one method-independent term, the hand-crafted prior's
+cross-modality neighbours (``loss.prior_cross``, ``methods.prior``), is added to the method's loss outside
+warm-up epochs.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from raytrain_vireid.config import Config, config_from_dict
 from raytrain_vireid.memory.actor import get_memory_actor
 from raytrain_vireid.methods import get_method
 from raytrain_vireid.methods.base import VIEW_A, VIEW_R, VIEW_V, Batch, Method
+from raytrain_vireid.methods.prior import PriorNeighbourTerm
 from raytrain_vireid.methods.supervised import SupervisedIdentity
 from raytrain_vireid.methods.warmup import InstanceWarmup
 from raytrain_vireid.models import build_model, param_groups
@@ -130,6 +133,9 @@ class Worker:
         self.heads = tuple(self.net.heads)
         self.optimizer, self.scheduler = build_optimizer(config, self.net)
         self.warmup = InstanceWarmup(config, self.heads, self.method.modality)
+        neighbours = loop_config.get("prior_neighbours")
+        self.prior_term = None if neighbours is None else PriorNeighbourTerm(
+            neighbours, self.method.modality, self.heads[0], config.memory.temperature, config.memory.instance_momentum)
         self.images: dict[int, EpochImages] = {}  # by augmentation stage, built when first needed
         self.shard = shard_rows(self.table.num_rows, self.rank, self.world)
         self.start_epoch, self.history = 0, []
@@ -194,6 +200,8 @@ class Worker:
                 if self.method.needs_features(labelset):
                     self.method.on_features(self.all_features(tuple(self.net.feature_dims)), self.device)
                 self.method.on_labels(labelset, self.device)
+                if self.prior_term is not None:
+                    self.prior_term.on_features(self.all_features(self.heads[:1]), self.device)
                 hooks = self.method
             else:  # too few pseudo-identities to give every rank one: instance contrast instead, this epoch only
                 if self.rank == 0:
@@ -227,7 +235,8 @@ class Worker:
         plan = [sampler.batch(epoch, it) for it in range(iters)]
         sums: dict[str, float] = {}
         rows_seen = 0
-        gathered = (*self.heads, *(self.method.gathered_outputs if hooks is self.method else ()))
+        gathered_keys = (*self.heads, *(self.method.gathered_outputs if hooks is self.method else ()))
+        prior_term = self.prior_term if hooks is self.method else None  # not in warm-up epochs
         self.model.train()
         start = time.perf_counter()
         images = self.epoch_images(epoch).iterate(plan)
@@ -237,11 +246,18 @@ class Worker:
             outputs = self.model(visible=torch.cat([x_v, x_a]).to(self.device), infrared=x_r.to(self.device),
                                  **hooks.forward_kwargs(batch, epoch))
             loss, logs = hooks.loss(outputs, batch, epoch)
+            if prior_term is not None:
+                term = prior_term.loss(outputs, batch)
+                logs["loss_prior_cross"] = float(term.detach())
+                loss = loss + self.config.loss["prior_cross"] * term
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             with torch.no_grad():
-                hooks.update_memories(gather_batch(batch, {k: outputs[k] for k in gathered if k in outputs}))
+                gathered = gather_batch(batch, {k: outputs[k] for k in gathered_keys if k in outputs})
+                hooks.update_memories(gathered)
+                if prior_term is not None:
+                    prior_term.update(gathered)
             for key, value in {"loss": float(loss.detach()), **logs}.items():
                 sums[key] = sums.get(key, 0.0) + value
             rows_seen += len(batch.index)
@@ -250,7 +266,8 @@ class Worker:
         timings["images_per_s"] = all_reduce_mean(rows_seen / max(timings["time_train"], 1e-9), self.device) * self.world
         self.scheduler.step()
         # Memory replicas must be identical on every rank: the spread of their checksums is logged (0 expected).
-        timings["memory_drift"] = spread(memory_checksum(hooks.memories), self.device)
+        memories = [hooks.memories] + ([] if prior_term is None else [prior_term.memories])
+        timings["memory_drift"] = spread(sum(map(memory_checksum, memories)), self.device)
         return {key: all_reduce_mean(value / iters, self.device) for key, value in sums.items()}
 
     def evaluate(self, epoch: int, timings: dict[str, float]) -> dict[str, float]:
