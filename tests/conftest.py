@@ -13,13 +13,15 @@ from raytrain_vireid.train.ray_logging import SETUP_HOOK
 
 
 def _tiny_config(storage: Path, cache: Path, name: str, num_workers: int, *sets: str, method: str = "baseline") -> Config:
-    """A run that takes seconds per epoch: 12 synthetic ids, 64×32 images, 1 warm-up epoch, stage 2 from epoch 1."""
+    """A run that takes seconds per epoch: 12 synthetic ids, 64×32 images, 1 warm-up epoch, stage 2 from epoch 1, no
+    hand-crafted prior (``pseudo.prior``: the baseline's synthetic default; tests that want it set it back)."""
     return build_config(method=method, overrides=[
         f"run.storage_path={storage}", f"run.name={name}", f"run.num_workers={num_workers}", "run.progress=plain",
         f"data.cache_dir={cache}", "data.synthetic_ids=12", "data.synthetic_images_per_cam=3",
         "data.height=64", "data.width=32", "train.epochs=2", "train.iters_per_epoch=4", "train.warmup_epochs=1",
         "train.ids_per_modality=4", "train.instances=2", "stage.stage2_epoch=1",
-        "pseudo.k1=6", "pseudo.k2=2", "pseudo.min_samples=2", "eval.trials=1", "eval.untrained=false", *sets])
+        "pseudo.k1=6", "pseudo.k2=2", "pseudo.min_samples=2", "pseudo.prior=null", "loss.prior_cross=0",
+        "eval.trials=1", "eval.untrained=false", *sets])
 
 
 @pytest.fixture
