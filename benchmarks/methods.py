@@ -7,7 +7,10 @@ For each method (and ``--supervised`` on the baseline), in sequence on this mach
 then reads the run folder: the final (last-epoch) SYSU all-search and indoor scores (``final_eval.json``), the
 untrained network's score (epoch -1) and the last epoch's pseudo-label ARI per modality (``metrics.csv``), and
 the wall time of the command (Ray start-up and data preparation included; the synthetic data is generated
-once, before the first timed run). Prints a Markdown table and writes it to ``DIR/methods.md``.
+once, before the first timed run). A last row scores the hand-crafted prior (``pseudo.prior: hog``) on its own,
+as the embedding, with no learning at all. Prints a Markdown table, then each row's ratios to the untrained
+network and to the supervised upper bound (issue 4's bars: at least 2× and 60 %), and writes both to
+``DIR/methods.md``.
 
 ``--ssl-epochs N`` first trains a self-supervised start: one run of N instance-contrast warm-up epochs and no
 clustering (``--set train.epochs=N --set train.warmup_epochs=N``); every row then starts from its last checkpoint
@@ -29,10 +32,16 @@ import time
 from pathlib import Path
 
 from raytrain_vireid.config import METHODS, build_config
+from raytrain_vireid.data.images import read_resized
+from raytrain_vireid.eval.evaluate import evaluate
+from raytrain_vireid.pseudo.descriptors import DESCRIPTORS
 from raytrain_vireid.train.launch import prepare_data
 from raytrain_vireid.train.report import read_metrics
 
 SUPERVISED = "supervised"
+PRIOR = "prior"
+LABELS = {SUPERVISED: "supervised upper bound (baseline network, true ids)",
+          PRIOR: "hand-crafted prior alone (pseudo.prior hog, no learning)"}
 
 
 def run_cli(name: str, args: argparse.Namespace, *options: str) -> tuple[Path, int, float]:
@@ -82,6 +91,35 @@ def run_one(method: str, args: argparse.Namespace) -> dict[str, object]:
             "ari_infrared": last.get("ari_infrared")}
 
 
+def prior_alone(args: argparse.Namespace) -> dict[str, object]:
+    """The hand-crafted prior as the embedding of the test protocol (the synthetic profile's resolution)."""
+    config = build_config("baseline", overrides=[s for s in args.sets if s != "--set"])
+    data = prepare_data(config)
+    describe, h, w = DESCRIPTORS["hog"], config.data.height, config.data.width
+    start = time.perf_counter()
+    result = evaluate(data.testset.protocol, data.testset.root,
+                      lambda table: describe(read_resized(table["path"].to_pylist(), h, w)), trials=data.testset.trials)
+    rows = {f"sysu {name}": setting.mean.metrics() for name, setting in result.settings.items()}
+    return {"method": PRIOR, "status": "ok", "epochs": 0, "wall_s": time.perf_counter() - start,
+            "all": rows.get("sysu all", {}), "indoor": rows.get("sysu indoor", {}), "untrained_mAP": None,
+            "ari_visible": None, "ari_infrared": None}
+
+
+def ratios(results: list[dict[str, object]]) -> str:
+    """Each row's all-search mAP against the untrained network's and the supervised bound's (same command)."""
+    by_method = {r["method"]: r for r in results if r["status"] == "ok"}
+    bound = by_method.get(SUPERVISED, {}).get("all", {}).get("mAP")
+    lines = []
+    for r in by_method.values():
+        if r["method"] == SUPERVISED:
+            continue
+        score, untrained = r["all"].get("mAP"), r["untrained_mAP"]
+        parts = [f"{score / untrained:.2f}x the untrained network" if untrained else None,
+                 f"{100 * score / bound:.0f} % of the supervised upper bound" if bound else None]
+        lines.append(f"- {r['method']}: " + ", ".join(p for p in parts if p))
+    return "\n".join(lines)
+
+
 def _pct(value: object) -> str:
     return "–" if value is None else f"{100 * float(value):.2f}"
 
@@ -95,7 +133,7 @@ def table(results: list[dict[str, object]]) -> str:
             continue
         a, i = r["all"], r["indoor"]
         ari = "–" if r["ari_visible"] is None else f"{r['ari_visible']:.3f} / {r['ari_infrared']:.3f}"
-        label = "supervised upper bound (baseline network, true ids)" if r["method"] == SUPERVISED else r["method"]
+        label = LABELS.get(r["method"], r["method"])
         lines.append(f"| {label} | {_pct(a.get('mAP'))} | {_pct(a.get('r1'))} | {_pct(a.get('mINP'))} | "
                      f"{_pct(i.get('mAP'))} | {_pct(r['untrained_mAP'])} | {ari} | {r['epochs']} | {r['wall_s']:.0f} s |")
     return "\n".join(lines)
@@ -126,7 +164,8 @@ def main() -> None:
     for method in methods + ([] if args.no_supervised else [SUPERVISED]):
         results.append(run_one(method, args))
         print(f"{method}: {results[-1]['status']} in {results[-1]['wall_s']:.0f} s", flush=True)
-    text = table(results)
+    results.append(prior_alone(args))
+    text = table(results) + "\n\n" + ratios(results)
     (Path(args.storage_path) / "methods.md").write_text(text + "\n")
     print(text)
 
