@@ -207,7 +207,6 @@ def main(argv: list[str] | None = None) -> int:
         dense_worker(Path(args.dense_worker))
         return 0
     import faiss
-    import numpy as np
     from sklearn.metrics import adjusted_rand_score
 
     faiss.omp_set_num_threads(args.threads)
