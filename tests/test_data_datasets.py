@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from raytrain_vireid.data import ImageDataset
+from raytrain_vireid.data.images import read_resized
 from raytrain_vireid.errors import UserError
 
 
@@ -47,3 +48,14 @@ def test_bad_image_raises_or_is_replaced_by_the_next_readable_row(tmp_path):
         dataset[1]
     with pytest.raises(UserError, match="on_bad_image 'ignore'"):
         ImageDataset(paths, _to_tensor, on_bad_image="ignore")
+
+
+def test_read_resized_gives_rgb_floats_and_names_an_unreadable_file(tmp_path):
+    paths = _images(tmp_path)
+    images = read_resized(paths, 8, 4)
+    assert images.shape == (3, 8, 4, 3) and images.dtype == np.float32
+    np.testing.assert_allclose(images[2], 30 / 255, rtol=1e-6)  # grey files come back with three equal channels
+    with open(paths[0], "wb") as f:
+        f.write(b"not an image")
+    with pytest.raises(UserError, match=r"0.png: unreadable image"):
+        read_resized(paths, 8, 4)

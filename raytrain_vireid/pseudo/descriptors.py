@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import INFRARED, VISIBLE
 from .knn import knn_search, l2_normalize
 
 HOG_BINS = 9
@@ -71,8 +72,7 @@ def cross_modality_neighbours(prior: np.ndarray, modality: np.ndarray, k: int) -
     positions among that modality's rows (table order), nearest first."""
     prior, modality = l2_normalize(prior), np.asarray(modality)
     out = np.empty((len(modality), k), dtype=np.int64)
-    for m in (0, 1):
+    for m in (VISIBLE, INFRARED):
         rows, other = np.flatnonzero(modality == m), np.flatnonzero(modality != m)
         out[rows] = knn_search(prior[rows], k, prior[other])[1]
     return out
-
