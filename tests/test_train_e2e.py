@@ -32,17 +32,19 @@ def test_local_mode_run_trains_evaluates_and_reports(tmp_path, cache, ray_local,
     assert (result.run_dir / "report.md").is_file() and (result.run_dir / "config.yaml").is_file()
 
 
-def test_prior_labels_the_first_epoch_and_adds_its_term(tmp_path, cache, ray_local, tiny_config):
+@pytest.mark.parametrize("method", ["baseline", "sdcl"])  # sdcl: its instance features and the term's, one fetch
+def test_prior_labels_the_first_epoch_and_adds_its_term(tmp_path, cache, ray_local, tiny_config, method):
     """``pseudo.prior`` at weight 1 from epoch 0 (no warm-up): the first clustering is the engine's on the driver's
-    descriptor alone, and ``loss.prior_cross`` is logged every epoch."""
+    descriptor alone, and ``loss.prior_cross`` is logged every epoch, beside the method's own terms."""
     config = tiny_config(tmp_path, cache, "prior", 0, "pseudo.prior=hog", "pseudo.prior_weight=1.0",
-                         "pseudo.prior_epochs=0", "loss.prior_cross=1.0", "train.warmup_epochs=0")
+                         "pseudo.prior_epochs=0", "loss.prior_cross=1.0", "train.warmup_epochs=0", method=method)
     result = fit(config)
     history = read_metrics(result.run_dir)
     table = prepare_data(config).train
     modality = table["modality"].to_numpy()
-    noise = {"global": np.random.default_rng(0).standard_normal((table.num_rows, 8)).astype(np.float32)}
-    expected = relabel(noise, modality, get_method("baseline")(config, ("global",), modality).relabel_plan(0),
+    heads = ("deep", "shallow") if config.model.arch == "vit" else ("global",)  # sdcl's ViT has two heads
+    noise = {head: np.random.default_rng(0).standard_normal((table.num_rows, 8)).astype(np.float32) for head in heads}
+    expected = relabel(noise, modality, get_method(method)(config, heads, modality).relabel_plan(0),
                        prior=prior_descriptor(config, table))
     assert history[0]["clusters_visible"] == expected.num_clusters[VISIBLE]
     assert history[0]["clusters_infrared"] == expected.num_clusters[INFRARED]

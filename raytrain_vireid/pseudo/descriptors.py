@@ -53,8 +53,15 @@ def gradient_histograms(images: np.ndarray, cell: int, bins: int = HOG_BINS) -> 
     rows, cols = height // cell, width // cell
     magnitude = magnitude[:, : rows * cell, : cols * cell]
     bin_of = bin_of[:, : rows * cell, : cols * cell]
-    histograms = np.stack([np.where(bin_of == b, magnitude, 0.0) for b in range(bins)], axis=-1)
-    histograms = histograms.reshape(n, rows, cell, cols, cell, bins).sum(axis=(2, 4))
+    # One orientation at a time, so the working set is one image-sized array rather than ``bins`` of them (a
+    # 9-fold stack was 380 MB per 256 images at 288x144). The sums run row by row within each cell, the order of
+    # NumPy's reduction over both cell axes at once, so the descriptors are bit-identical to that one-shot version.
+    histograms = np.zeros((n, rows, cols, bins), dtype=np.float32)
+    for b in range(bins):
+        in_bin = np.where(bin_of == b, magnitude, np.float32(0)).reshape(n, rows, cell, cols, cell)
+        for y in range(cell):
+            for x in range(cell):
+                histograms[..., b] += in_bin[:, :, y, :, x]
     return l2_normalize(np.sqrt(histograms).reshape(n, -1))
 
 

@@ -197,11 +197,14 @@ class Worker:
             # the engine's own phase timings are sub-phases of time_relabel: keep them out of the time_* breakdown
             label_metrics = {("relabel_" + k if k.startswith("time_") else k): v for k, v in labelset.metrics.items()}
             if min(labelset.num_clusters.values()) >= self.world:
-                if self.method.needs_features(labelset):
-                    self.method.on_features(self.all_features(tuple(self.net.feature_dims)), self.device)
+                method_needs = self.method.needs_features(labelset)
+                if method_needs or self.prior_term is not None:  # one fetch from the actor serves both
+                    features = self.all_features(tuple(self.net.feature_dims) if method_needs else self.heads[:1])
+                if method_needs:
+                    self.method.on_features(features, self.device)
                 self.method.on_labels(labelset, self.device)
                 if self.prior_term is not None:
-                    self.prior_term.on_features(self.all_features(self.heads[:1]), self.device)
+                    self.prior_term.on_features(features, self.device)
                 hooks = self.method
             else:  # too few pseudo-identities to give every rank one: instance contrast instead, this epoch only
                 if self.rank == 0:
