@@ -16,6 +16,7 @@ import pytest
 
 from raytrain_vireid import INFRARED, VISIBLE
 from raytrain_vireid.methods import get_method
+from raytrain_vireid.models import SDCLViT, TwoStreamResNet
 from raytrain_vireid.pseudo.engine import relabel
 from raytrain_vireid.train.checkpoint import load_state
 from raytrain_vireid.train.launch import fit, prepare_data, prior_descriptor
@@ -42,7 +43,7 @@ def test_prior_labels_the_first_epoch_and_adds_its_term(tmp_path, cache, ray_loc
     history = read_metrics(result.run_dir)
     table = prepare_data(config).train
     modality = table["modality"].to_numpy()
-    heads = ("deep", "shallow") if config.model.arch == "vit" else ("global",)  # sdcl's ViT has two heads
+    heads = (SDCLViT if config.model.arch == "vit" else TwoStreamResNet).heads  # sdcl's ViT: deep and shallow
     noise = {head: np.random.default_rng(0).standard_normal((table.num_rows, 8)).astype(np.float32) for head in heads}
     expected = relabel(noise, modality, get_method(method)(config, heads, modality).relabel_plan(0),
                        prior=prior_descriptor(config, table))
