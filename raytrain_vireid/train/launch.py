@@ -95,6 +95,14 @@ def prior_descriptor(config: Config, table: pa.Table, chunk: int = 256) -> np.nd
     return np.concatenate([describe(read_resized(paths[i : i + chunk], h, w)) for i in range(0, len(paths), chunk)])
 
 
+def prior_neighbours(config: Config, table: pa.Table, prior: np.ndarray | None) -> np.ndarray | None:
+    """Each row's ``pseudo.prior_k`` nearest rows of the other modality in the prior's space, for the
+    ``loss.prior_cross`` term (None when the term is off or there is no prior)."""
+    if prior is None or config.loss.get("prior_cross", 0.0) <= 0:
+        return None
+    return cross_modality_neighbours(prior, table["modality"].to_numpy(), config.pseudo.prior_k)
+
+
 def check_config(config: Config) -> None:
     """Checks that need more than the config's own types."""
     get_method(config.method)
@@ -180,6 +188,7 @@ def fit(config: Config, callbacks: Sequence[Any] = ()) -> RunResult:
     resuming = check_resume(run_dir, config)
     data = prepare_data(config)
     prior = prior_descriptor(config, data.train)
+    neighbours = prior_neighbours(config, data.train, prior)
     probe = build_model_from_config(config)  # fails early (UserError) on bad pretrained weights
     if config.train.init_checkpoint:  # and on a warm start that is not this model's checkpoint
         load_init_weights(probe, config.train.init_checkpoint)
@@ -197,8 +206,9 @@ def fit(config: Config, callbacks: Sequence[Any] = ()) -> RunResult:
         feature_dtype=config.pseudo.feature_dtype, backend=config.pseudo.backend, supervised=config.supervised,
         oracle_association=config.pseudo.oracle_association, oracle_clusters=config.pseudo.oracle_clusters,
         prior=prior)
+    del prior  # the actor holds its own copy: at 10^6 images the descriptor is gigabytes
     try:
-        result = _trainer(config, data, run_dir, actor_name, callbacks, prior).fit()
+        result = _trainer(config, data, run_dir, actor_name, callbacks, neighbours).fit()
     finally:
         stop_memory_actor(actor, actor_name)
     final = _read_final(run_dir)
@@ -207,11 +217,8 @@ def fit(config: Config, callbacks: Sequence[Any] = ()) -> RunResult:
 
 
 def _trainer(config: Config, data: PreparedData, run_dir: Path, actor_name: str,
-             callbacks: Sequence[Any] = (), prior: np.ndarray | None = None) -> TorchTrainer:
+             callbacks: Sequence[Any] = (), neighbours: np.ndarray | None = None) -> TorchTrainer:
     run = config.run
-    neighbours = None
-    if prior is not None and config.loss.get("prior_cross", 0.0) > 0:
-        neighbours = cross_modality_neighbours(prior, data.train["modality"].to_numpy(), config.pseudo.prior_k)
     resources = {"CPU": run.cpus_per_worker, **({"GPU": 1} if run.use_gpu else {})}
     loop_config = {
         "config": config.to_dict(),
