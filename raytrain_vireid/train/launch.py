@@ -188,7 +188,6 @@ def fit(config: Config, callbacks: Sequence[Any] = ()) -> RunResult:
     resuming = check_resume(run_dir, config)
     data = prepare_data(config)
     prior = prior_descriptor(config, data.train)
-    neighbours = prior_neighbours(config, data.train, prior)
     probe = build_model_from_config(config)  # fails early (UserError) on bad pretrained weights
     if config.train.init_checkpoint:  # and on a warm start that is not this model's checkpoint
         load_init_weights(probe, config.train.init_checkpoint)
@@ -206,6 +205,7 @@ def fit(config: Config, callbacks: Sequence[Any] = ()) -> RunResult:
         feature_dtype=config.pseudo.feature_dtype, backend=config.pseudo.backend, supervised=config.supervised,
         oracle_association=config.pseudo.oracle_association, oracle_clusters=config.pseudo.oracle_clusters,
         prior=prior)
+    neighbours = prior_neighbours(config, data.train, prior)
     del prior  # the actor holds its own copy: at 10^6 images the descriptor is gigabytes
     try:
         result = _trainer(config, data, run_dir, actor_name, callbacks, neighbours).fit()
