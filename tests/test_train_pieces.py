@@ -231,3 +231,35 @@ def test_visible_gray_extraction_embeds_the_luminance_of_visible_images_only(tmp
     np.testing.assert_allclose(as_gray[:2], reference, atol=1e-5)
     np.testing.assert_array_equal(as_gray[2:], in_colour[2:])
     assert np.abs(as_gray[:2] - in_colour[:2]).max() > 1e-2
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_multi_tensor_optimizer_steps_match_the_per_parameter_loop_bit_for_bit(optimizer):
+    """build_optimizer's multi-tensor (foreach) update must not change results: same parameters, to the bit, as
+    PyTorch's per-parameter loop on the same model, groups and gradients."""
+    from raytrain_vireid.config import build_config
+    from raytrain_vireid.models import param_groups
+    from raytrain_vireid.train.loop import build_model_from_config, build_optimizer
+
+    config = build_config(overrides=[f"train.optimizer={optimizer}", "train.weight_decay=0.01"])
+    torch.manual_seed(0)
+    nets = [build_model_from_config(config) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    before = [p.detach().clone() for p in nets[0].parameters()]
+    built, _ = build_optimizer(config, nets[0])
+    assert all(group["foreach"] for group in built.param_groups)
+    groups, t = param_groups(nets[1], config.train.lr, config.train.weight_decay), config.train
+    reference = (torch.optim.Adam(groups, lr=t.lr, foreach=False) if optimizer == "adam"
+                 else torch.optim.SGD(groups, lr=t.lr, momentum=t.sgd_momentum, foreach=False))
+    images = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        visible, infrared = torch.randn(4, 3, 64, 32, generator=images), torch.randn(2, 3, 64, 32, generator=images)
+        for net, opt in zip(nets, (built, reference)):
+            net.train()
+            loss = net(visible=visible, infrared=infrared)["global"].pow(3).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    assert not all(torch.equal(p, b) for p, b in zip(nets[0].parameters(), before))  # the steps moved them
+    for (name, mine), theirs in zip(nets[0].named_parameters(), nets[1].parameters()):
+        assert torch.equal(mine, theirs), name

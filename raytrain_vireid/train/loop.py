@@ -63,13 +63,18 @@ def build_model_from_config(config: Config) -> nn.Module:
 
 
 def build_optimizer(config: Config, model: nn.Module) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.MultiStepLR]:
-    """Adam or SGD over the trainable parameters, MultiStepLR stepped once per epoch."""
+    """Adam or SGD over the trainable parameters, MultiStepLR stepped once per epoch.
+
+    ``foreach=True``: PyTorch picks its multi-tensor update only for CUDA parameters; on the CPU the per-parameter
+    loop it falls back to took 9 % of a training step of the synthetic default, and the multi-tensor one gives
+    bit-identical parameters in a third of the time (``fused=True`` is faster still but not bit-identical).
+    """
     t = config.train
     groups = param_groups(model, t.lr, t.weight_decay)
     if t.optimizer == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=t.lr, momentum=t.sgd_momentum)
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=t.lr, momentum=t.sgd_momentum, foreach=True)
     else:
-        optimizer = torch.optim.Adam(groups, lr=t.lr)
+        optimizer = torch.optim.Adam(groups, lr=t.lr, foreach=True)
     return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, t.lr_milestones, t.lr_gamma)
 
 
