@@ -1,0 +1,120 @@
+"""Issue 4's quality bar over several seeds: a method's last-epoch mAP against the supervised upper bound of the
+same seed, network and budget.
+
+For every seed S, in sequence on this machine, the two commands a user runs::
+
+    python -m raytrain_vireid.run --num-workers W --method M --name seedS-M --storage-path DIR \
+        --set run.progress=plain --set eval.untrained=false --set train.seed=S
+    python -m raytrain_vireid.run --num-workers W --supervised --name seedS-supervised --storage-path DIR \
+        --set run.progress=plain --set eval.untrained=false --set train.seed=S
+
+then reads each run folder's ``final_eval.json`` (SYSU all-search, single-shot, mean over the protocol's trials).
+A run folder that already holds a ``final_eval.json`` is read, not run again, so an interrupted sweep continues
+where it stopped (a folder without one is refused: resuming a half-finished run is the CLI's job). Prints a
+Markdown table: per seed the method's mAP, the bound and their ratio, then the mean mAP over the mean bound
+(the figure issue 4 asks to reach 60 %) and the spread of the per-seed ratios; writes it to
+``DIR/bound_ratio.md``. A single run varies by about ±0.7 points between seeds (README "Results"), so
+decide on five seeds or more.
+
+    python benchmarks/bound_ratio.py [--seeds 0,1,2,3,4] [--method baseline] [--num-workers 2]
+        [--storage-path DIR] [--set KEY=VALUE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from methods import run_cli  # noqa: E402  (the sibling benchmark's runner: same CLI, storage and log files)
+
+from raytrain_vireid.config import METHODS, build_config  # noqa: E402
+from raytrain_vireid.train.launch import prepare_data  # noqa: E402
+
+SUPERVISED = "supervised"
+
+
+def all_search_map(run_dir: Path) -> float:
+    """The last epoch's SYSU all-search mAP of a finished run folder."""
+    rows = {row["name"]: row for row in json.loads((run_dir / "final_eval.json").read_text())["rows"]}
+    return float(rows["sysu all"]["mAP"])
+
+
+def score(seed: int, kind: str, args: argparse.Namespace) -> tuple[float | None, str]:
+    """All-search mAP of ``kind`` (a method, or the supervised bound) at ``seed``: read when its run folder is
+    finished, else run; ``(None, why)`` when the run failed."""
+    name = f"seed{seed}-{kind}"
+    run_dir = Path(args.storage_path) / name
+    if (run_dir / "final_eval.json").is_file():
+        return all_search_map(run_dir), "read"
+    options = ["--supervised"] if kind == SUPERVISED else ["--method", kind]
+    run_dir, code, wall = run_cli(name, args, *options, "--set", "eval.untrained=false",
+                                  "--set", f"train.seed={seed}")
+    if code != 0:
+        return None, f"failed (exit {code}, see {run_dir.with_suffix('.log')})"
+    return all_search_map(run_dir), f"{wall:.0f} s"
+
+
+def table(method: str, rows: list[tuple[int, float | None, float | None]]) -> str:
+    """Per-seed rows, then the ratio of the means over the seeds where both runs finished."""
+    lines = [f"| seed | {method} all mAP | supervised bound | ratio |", "|---|---|---|---|"]
+    ratios = []
+    for seed, mine, bound in rows:
+        ratio = None if mine is None or bound is None else mine / bound
+        if ratio is not None:
+            ratios.append(ratio)
+        cells = ["–" if v is None else f"{100 * v:.2f}" for v in (mine, bound)]
+        lines.append(f"| {seed} | {cells[0]} | {cells[1]} | {'–' if ratio is None else f'{100 * ratio:.0f} %'} |")
+    done = [(mine, bound) for _, mine, bound in rows if mine is not None and bound is not None]
+    if done:
+        mean_mine, mean_bound = (statistics.fmean(column) for column in zip(*done))
+        lines.append(f"| mean of {len(done)} | {100 * mean_mine:.2f} | {100 * mean_bound:.2f} | "
+                     f"**{100 * mean_mine / mean_bound:.0f} %** |")
+        lines.append("")
+        lines.append(f"Per-seed ratios: {100 * min(ratios):.0f}–{100 * max(ratios):.0f} %; issue 4's bar: the mean "
+                     f"mAP at least 60 % of the mean bound ({'met' if mean_mine >= 0.6 * mean_bound else 'not met'} "
+                     f"over {'these' if len(done) > 1 else 'this'} {len(done)} seed{'s' if len(done) > 1 else ''}).")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated train.seed values")
+    parser.add_argument("--method", default="baseline")
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--storage-path", default="/tmp/raytrain-vireid-bound-ratio")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra --set for every run, the bound's included (e.g. data.cache_dir=...)")
+    args = parser.parse_args()
+    if args.method not in METHODS:
+        raise SystemExit(f"error: --method: unknown {args.method!r}; valid: {', '.join(METHODS)}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s]
+    except ValueError:
+        raise SystemExit(f"error: --seeds: expected comma-separated integers, got {args.seeds!r}") from None
+    args.sets = [item for s in args.sets for item in ("--set", s)]
+    Path(args.storage_path).mkdir(parents=True, exist_ok=True)
+    prepare_data(build_config(args.method, overrides=[s for s in args.sets if s != "--set"]))  # data before timing
+    print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}; {args.num_workers} Ray workers "
+          f"per run; started {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
+    rows = []
+    for seed in seeds:
+        scores = {}
+        for kind in (args.method, SUPERVISED):
+            scores[kind], how = score(seed, kind, args)
+            print(f"seed {seed} {kind}: {'–' if scores[kind] is None else f'{100 * scores[kind]:.2f} %'} ({how})",
+                  flush=True)
+        rows.append((seed, scores[args.method], scores[SUPERVISED]))
+    text = table(args.method, rows)
+    (Path(args.storage_path) / "bound_ratio.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""``benchmarks/bound_ratio.py``: finished run folders are read, not rerun, and the bar is the ratio of the means."""
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bound_ratio.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("bound_ratio", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def finished_run(directory: Path, all_map: float) -> None:
+    directory.mkdir(parents=True)
+    rows = [{"name": "sysu all", "mAP": all_map, "r1": 0.0}, {"name": "sysu indoor", "mAP": 0.9, "r1": 0.0}]
+    (directory / "final_eval.json").write_text(json.dumps({"epoch": 11, "rows": rows}))
+
+
+def test_finished_runs_are_read_and_never_rerun(tmp_path, monkeypatch):
+    bound_ratio = load_script()
+    finished_run(tmp_path / "seed3-baseline", 0.125)
+    monkeypatch.setattr(bound_ratio, "run_cli", lambda *a, **k: pytest.fail("a finished run was started again"))
+    args = argparse.Namespace(storage_path=str(tmp_path), sets=[], num_workers=2)
+    assert bound_ratio.score(3, "baseline", args) == (0.125, "read")
+
+
+def test_the_bar_is_the_mean_score_over_the_mean_bound_and_failed_seeds_stay_out():
+    bound_ratio = load_script()
+    # ratios 0.7 and 0.5 average 0.6, but the means give 0.08 / 0.14 = 57 %: the bar is not met.
+    text = bound_ratio.table("baseline", [(0, 0.07, 0.10), (1, 0.09, 0.18), (2, None, 0.2), (3, 0.1, None)])
+    assert "| 0 | 7.00 | 10.00 | 70 % |" in text
+    assert "| 2 | – | 20.00 | – |" in text
+    assert "| mean of 2 | 8.00 | 14.00 | **57 %** |" in text
+    assert "Per-seed ratios: 50–70 %" in text
+    assert "(not met over these 2 seeds)" in text
+    assert "(met over this 1 seed)" in bound_ratio.table("baseline", [(0, 0.07, 0.10)])
