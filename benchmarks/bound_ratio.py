@@ -5,12 +5,15 @@ For every seed S, in sequence on this machine, the two commands a user runs::
 
     python -m raytrain_vireid.run --num-workers W --method M --name seedS-M --storage-path DIR \
         --set run.progress=plain --set eval.untrained=false --set train.seed=S
-    python -m raytrain_vireid.run --num-workers W --supervised --name seedS-supervised --storage-path DIR \
-        --set run.progress=plain --set eval.untrained=false --set train.seed=S
+    python -m raytrain_vireid.run --num-workers W --method M --supervised --name seedS-M-supervised \
+        --storage-path DIR --set run.progress=plain --set eval.untrained=false --set train.seed=S
 
 then reads each run folder's ``final_eval.json`` (SYSU all-search, single-shot, mean over the protocol's trials).
 A run folder that already holds a ``final_eval.json`` is read, not run again, so an interrupted sweep continues
-where it stopped (a folder without one is refused: resuming a half-finished run is the CLI's job). Prints a
+where it stopped. Its ``config.yaml`` is compared with the configuration this sweep would run (``run.*`` and
+``eval.untrained``, which scores the network before training and leaves training alone, aside): the first
+difference is printed beside the score, for the reader to judge (e.g. ``memory.*`` does not touch ``--supervised``
+runs). A folder without a ``final_eval.json`` is refused: resuming a half-finished run is the CLI's job. Prints a
 Markdown table: per seed the method's mAP, the bound and their ratio, then the mean mAP over the mean bound
 (the figure issue 4 asks to reach 60 %) and the spread of the per-seed ratios; writes it to
 ``DIR/bound_ratio.md``. A single run varies by about ±0.7 points between seeds (README "Results"), so
@@ -34,8 +37,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from methods import run_cli  # noqa: E402  (the sibling benchmark's runner: same CLI, storage and log files)
 
-from raytrain_vireid.config import METHODS, build_config  # noqa: E402
-from raytrain_vireid.train.launch import prepare_data  # noqa: E402
+from raytrain_vireid.config import METHODS, build_config, load_config  # noqa: E402
+from raytrain_vireid.train.launch import config_difference, prepare_data  # noqa: E402
 
 SUPERVISED = "supervised"
 
@@ -46,14 +49,26 @@ def all_search_map(run_dir: Path) -> float:
     return float(rows["sysu all"]["mAP"])
 
 
-def score(seed: int, kind: str, args: argparse.Namespace) -> tuple[float | None, str]:
-    """All-search mAP of ``kind`` (a method, or the supervised bound) at ``seed``: read when its run folder is
-    finished, else run; ``(None, why)`` when the run failed."""
-    name = f"seed{seed}-{kind}"
+def difference(run_dir: Path, seed: int, supervised: bool, args: argparse.Namespace) -> str | None:
+    """How ``run_dir``'s configuration differs from the one this sweep would run at ``seed`` (``eval.untrained``
+    aside), or None when it does not."""
+    previous = load_config(run_dir / "config.yaml")
+    overrides = [s for s in args.sets if s != "--set"] + [f"train.seed={seed}",
+                                                         f"eval.untrained={previous.eval.untrained}"]
+    expected = build_config(args.method, overrides=overrides, extra={"supervised": True} if supervised else None)
+    return config_difference(previous, expected)
+
+
+def score(seed: int, supervised: bool, args: argparse.Namespace) -> tuple[float | None, str]:
+    """All-search mAP of the method (or, with ``supervised``, of its bound) at ``seed`` and how it was obtained: read
+    when its run folder is finished (with any configuration difference), else run; ``(None, why)`` when the run
+    failed."""
+    name = f"seed{seed}-{args.method}" + (f"-{SUPERVISED}" if supervised else "")
     run_dir = Path(args.storage_path) / name
     if (run_dir / "final_eval.json").is_file():
-        return all_search_map(run_dir), "read"
-    options = ["--supervised"] if kind == SUPERVISED else ["--method", kind]
+        differs = difference(run_dir, seed, supervised, args)
+        return all_search_map(run_dir), "read" if differs is None else f"read; its configuration differs: {differs}"
+    options = ["--method", args.method] + (["--supervised"] if supervised else [])
     run_dir, code, wall = run_cli(name, args, *options, "--set", "eval.untrained=false",
                                   "--set", f"train.seed={seed}")
     if code != 0:
@@ -106,11 +121,12 @@ def main() -> None:
     rows = []
     for seed in seeds:
         scores = {}
-        for kind in (args.method, SUPERVISED):
-            scores[kind], how = score(seed, kind, args)
-            print(f"seed {seed} {kind}: {'–' if scores[kind] is None else f'{100 * scores[kind]:.2f} %'} ({how})",
-                  flush=True)
-        rows.append((seed, scores[args.method], scores[SUPERVISED]))
+        for supervised in (False, True):
+            scores[supervised], how = score(seed, supervised, args)
+            mine = scores[supervised]
+            print(f"seed {seed} {args.method}{' ' + SUPERVISED if supervised else ''}: "
+                  f"{'–' if mine is None else f'{100 * mine:.2f} %'} ({how})", flush=True)
+        rows.append((seed, scores[False], scores[True]))
     text = table(args.method, rows)
     (Path(args.storage_path) / "bound_ratio.md").write_text(text + "\n")
     print(text)

@@ -17,18 +17,40 @@ def load_script():
     return module
 
 
-def finished_run(directory: Path, all_map: float) -> None:
+def finished_run(directory: Path, all_map: float, *overrides: str, supervised: bool = False) -> None:
+    """A run folder as the CLI leaves it: the resolved config.yaml and final_eval.json."""
+    from raytrain_vireid.config import build_config, dump_config
+
     directory.mkdir(parents=True)
+    dump_config(build_config("baseline", overrides=list(overrides), extra={"supervised": True} if supervised else None),
+                directory / "config.yaml")
     rows = [{"name": "sysu all", "mAP": all_map, "r1": 0.0}, {"name": "sysu indoor", "mAP": 0.9, "r1": 0.0}]
     (directory / "final_eval.json").write_text(json.dumps({"epoch": 11, "rows": rows}))
 
 
+def sweep_args(tmp_path: Path, *sets: str) -> argparse.Namespace:
+    return argparse.Namespace(storage_path=str(tmp_path), method="baseline", num_workers=2,
+                              sets=[item for s in sets for item in ("--set", s)])
+
+
 def test_finished_runs_are_read_and_never_rerun(tmp_path, monkeypatch):
     bound_ratio = load_script()
-    finished_run(tmp_path / "seed3-baseline", 0.125)
+    # The untrained network's score is taken before training: a folder that has it still counts as the same run.
+    finished_run(tmp_path / "seed3-baseline", 0.125, "train.seed=3", "eval.untrained=true")
+    finished_run(tmp_path / "seed3-baseline-supervised", 0.25, "train.seed=3", "eval.untrained=false", supervised=True)
     monkeypatch.setattr(bound_ratio, "run_cli", lambda *a, **k: pytest.fail("a finished run was started again"))
-    args = argparse.Namespace(storage_path=str(tmp_path), sets=[], num_workers=2)
-    assert bound_ratio.score(3, "baseline", args) == (0.125, "read")
+    args = sweep_args(tmp_path)
+    assert bound_ratio.score(3, False, args) == (0.125, "read")
+    assert bound_ratio.score(3, True, args) == (0.25, "read")
+
+
+def test_a_finished_run_of_another_configuration_is_read_with_the_difference_named(tmp_path, monkeypatch):
+    bound_ratio = load_script()
+    finished_run(tmp_path / "seed1-baseline", 0.1, "train.seed=1", "eval.untrained=false", "memory.momentum=0.5")
+    monkeypatch.setattr(bound_ratio, "run_cli", lambda *a, **k: pytest.fail("a finished run was started again"))
+    score, how = bound_ratio.score(1, False, sweep_args(tmp_path, "memory.momentum=0.9"))
+    assert score == 0.1
+    assert how == "read; its configuration differs: memory.momentum: 0.5 -> 0.9"
 
 
 def test_the_bar_is_the_mean_score_over_the_mean_bound_and_failed_seeds_stay_out():

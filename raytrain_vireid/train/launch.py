@@ -135,12 +135,18 @@ def check_resume(run_dir: Path, config: Config) -> bool:
         previous = config_from_dict(read_yaml(path))
     except UserError as exc:
         raise UserError(f"{path}: cannot resume, unreadable run configuration ({exc})") from None
-    old, new = _comparable(previous.to_dict()), _comparable(config.to_dict())
-    if old != new:
-        key = _first_difference(old, new)
+    key = config_difference(previous, config)
+    if key is not None:
         raise UserError(f"{run_dir}: exists with a different configuration ({key}); only train.epochs and run.* may "
                         "change when resuming; choose another --name")
     return True
+
+
+def config_difference(previous: Config, config: Config) -> str | None:
+    """The first setting (``key: old -> new``) in which ``config`` differs from ``previous`` beyond what a resumed
+    run may change (``train.epochs``, ``run.*``), or None."""
+    old, new = _comparable(previous.to_dict()), _comparable(config.to_dict())
+    return None if old == new else _first_difference(old, new)
 
 
 def _first_difference(old: Any, new: Any, prefix: str = "") -> str:
