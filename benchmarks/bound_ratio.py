@@ -53,8 +53,7 @@ def difference(run_dir: Path, seed: int, supervised: bool, args: argparse.Namesp
     """How ``run_dir``'s configuration differs from the one this sweep would run at ``seed`` (``eval.untrained``
     aside), or None when it does not."""
     previous = load_config(run_dir / "config.yaml")
-    overrides = [s for s in args.sets if s != "--set"] + [f"train.seed={seed}",
-                                                         f"eval.untrained={previous.eval.untrained}"]
+    overrides = [*args.sets, f"train.seed={seed}", f"eval.untrained={previous.eval.untrained}"]
     expected = build_config(args.method, overrides=overrides, extra={"supervised": True} if supervised else None)
     return config_difference(previous, expected)
 
@@ -79,15 +78,13 @@ def score(seed: int, supervised: bool, args: argparse.Namespace) -> tuple[float 
 def table(method: str, rows: list[tuple[int, float | None, float | None]]) -> str:
     """Per-seed rows, then the ratio of the means over the seeds where both runs finished."""
     lines = [f"| seed | {method} all mAP | supervised bound | ratio |", "|---|---|---|---|"]
-    ratios = []
     for seed, mine, bound in rows:
         ratio = None if mine is None or bound is None else mine / bound
-        if ratio is not None:
-            ratios.append(ratio)
         cells = ["–" if v is None else f"{100 * v:.2f}" for v in (mine, bound)]
         lines.append(f"| {seed} | {cells[0]} | {cells[1]} | {'–' if ratio is None else f'{100 * ratio:.0f} %'} |")
     done = [(mine, bound) for _, mine, bound in rows if mine is not None and bound is not None]
     if done:
+        ratios = [mine / bound for mine, bound in done]
         mean_mine, mean_bound = (statistics.fmean(column) for column in zip(*done))
         lines.append(f"| mean of {len(done)} | {100 * mean_mine:.2f} | {100 * mean_bound:.2f} | "
                      f"**{100 * mean_mine / mean_bound:.0f} %** |")
@@ -113,9 +110,8 @@ def main() -> None:
         seeds = [int(s) for s in args.seeds.split(",") if s]
     except ValueError:
         raise SystemExit(f"error: --seeds: expected comma-separated integers, got {args.seeds!r}") from None
-    args.sets = [item for s in args.sets for item in ("--set", s)]
     Path(args.storage_path).mkdir(parents=True, exist_ok=True)
-    prepare_data(build_config(args.method, overrides=[s for s in args.sets if s != "--set"]))  # data before timing
+    prepare_data(build_config(args.method, overrides=args.sets))  # data before timing
     print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}; {args.num_workers} Ray workers "
           f"per run; started {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
     rows = []

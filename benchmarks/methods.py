@@ -45,13 +45,15 @@ LABELS = {SUPERVISED: "supervised upper bound (baseline network, true ids)",
 
 
 def run_cli(name: str, args: argparse.Namespace, *options: str) -> tuple[Path, int, float]:
-    """``python -m raytrain_vireid.run`` with the benchmark's workers, storage and ``--set``s plus ``options``;
-    the run folder, exit status and wall time (output in ``<run folder>.log``)."""
+    """``python -m raytrain_vireid.run`` with the benchmark's workers, storage and ``--set``s (``args.sets``: plain
+    ``KEY=VALUE`` strings) plus ``options``; the run folder, exit status and wall time (output in
+    ``<run folder>.log``)."""
     run_dir = Path(args.storage_path) / name
     if run_dir.exists():
         raise SystemExit(f"error: {run_dir} exists; choose another --storage-path (a benchmark never resumes)")
+    sets = [item for setting in ("run.progress=plain", *args.sets) for item in ("--set", setting)]
     command = [sys.executable, "-m", "raytrain_vireid.run", "--num-workers", str(args.num_workers), "--name", name,
-               "--storage-path", args.storage_path, "--set", "run.progress=plain", *args.sets, *options]
+               "--storage-path", args.storage_path, *sets, *options]
     start = time.perf_counter()
     with open(run_dir.with_suffix(".log"), "w") as log:
         code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
@@ -93,7 +95,7 @@ def run_one(method: str, args: argparse.Namespace) -> dict[str, object]:
 
 def prior_alone(args: argparse.Namespace) -> dict[str, object]:
     """The hand-crafted prior as the embedding of the test protocol (the synthetic profile's resolution)."""
-    config = build_config("baseline", overrides=[s for s in args.sets if s != "--set"])
+    config = build_config("baseline", overrides=args.sets)
     data = prepare_data(config)
     describe, h, w = DESCRIPTORS["hog"], config.data.height, config.data.width
     start = time.perf_counter()
@@ -154,10 +156,8 @@ def main() -> None:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise SystemExit(f"error: --methods: unknown {unknown[0]!r}; valid: {', '.join(METHODS)}")
-    args.sets = [item for s in args.sets for item in ("--set", s)]
     Path(args.storage_path).mkdir(parents=True, exist_ok=True)
-    overrides = [s for s in args.sets if s != "--set"]
-    prepare_data(build_config("baseline", overrides=overrides))  # generate the synthetic data before timing anything
+    prepare_data(build_config("baseline", overrides=args.sets))  # generate the synthetic data before timing anything
     print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}; {args.num_workers} Ray workers per run")
     args.start = ssl_start(args.ssl_epochs, args) if args.ssl_epochs > 0 else []
     results = []

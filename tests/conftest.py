@@ -1,15 +1,20 @@
 """Shared fixtures of the trainer tests: ``tiny_config`` (a run that takes seconds per epoch), a per-module
-synthetic-data ``cache`` folder and a local Ray instance (``ray_local``)."""
+synthetic-data ``cache`` folder, a local Ray instance (``ray_local``) and ``benchmark_script`` (a script of
+``benchmarks/`` imported as a module)."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import ray
 
 from raytrain_vireid.config import Config, build_config
 from raytrain_vireid.train.ray_logging import SETUP_HOOK
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 def _tiny_config(storage: Path, cache: Path, name: str, num_workers: int, *sets: str, method: str = "baseline") -> Config:
@@ -40,3 +45,16 @@ def ray_local():
     ray.init(address="local", num_cpus=4, include_dashboard=False, runtime_env={"worker_process_setup_hook": SETUP_HOOK})
     yield
     ray.shutdown()
+
+
+@pytest.fixture
+def benchmark_script():
+    """``benchmark_script(name)`` -> ``benchmarks/<name>.py`` imported as a module (the folder is not a package)."""
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

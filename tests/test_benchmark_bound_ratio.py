@@ -1,20 +1,10 @@
 """``benchmarks/bound_ratio.py``: finished run folders are read, not rerun, and the bar is the ratio of the means."""
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bound_ratio.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("bound_ratio", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def finished_run(directory: Path, all_map: float, *overrides: str, supervised: bool = False) -> None:
@@ -30,11 +20,11 @@ def finished_run(directory: Path, all_map: float, *overrides: str, supervised: b
 
 def sweep_args(tmp_path: Path, *sets: str) -> argparse.Namespace:
     return argparse.Namespace(storage_path=str(tmp_path), method="baseline", num_workers=2,
-                              sets=[item for s in sets for item in ("--set", s)])
+                              sets=list(sets))
 
 
-def test_finished_runs_are_read_and_never_rerun(tmp_path, monkeypatch):
-    bound_ratio = load_script()
+def test_finished_runs_are_read_and_never_rerun(tmp_path, monkeypatch, benchmark_script):
+    bound_ratio = benchmark_script("bound_ratio")
     # The untrained network's score is taken before training: a folder that has it still counts as the same run.
     finished_run(tmp_path / "seed3-baseline", 0.125, "train.seed=3", "eval.untrained=true")
     finished_run(tmp_path / "seed3-baseline-supervised", 0.25, "train.seed=3", "eval.untrained=false", supervised=True)
@@ -44,8 +34,8 @@ def test_finished_runs_are_read_and_never_rerun(tmp_path, monkeypatch):
     assert bound_ratio.score(3, True, args) == (0.25, "read")
 
 
-def test_a_finished_run_of_another_configuration_is_read_with_the_difference_named(tmp_path, monkeypatch):
-    bound_ratio = load_script()
+def test_a_finished_run_of_another_configuration_is_read_with_the_difference_named(tmp_path, monkeypatch, benchmark_script):
+    bound_ratio = benchmark_script("bound_ratio")
     finished_run(tmp_path / "seed1-baseline", 0.1, "train.seed=1", "eval.untrained=false", "memory.momentum=0.5")
     monkeypatch.setattr(bound_ratio, "run_cli", lambda *a, **k: pytest.fail("a finished run was started again"))
     score, how = bound_ratio.score(1, False, sweep_args(tmp_path, "memory.momentum=0.9"))
@@ -53,8 +43,8 @@ def test_a_finished_run_of_another_configuration_is_read_with_the_difference_nam
     assert how == "read; its configuration differs: memory.momentum: 0.5 -> 0.9"
 
 
-def test_the_bar_is_the_mean_score_over_the_mean_bound_and_failed_seeds_stay_out():
-    bound_ratio = load_script()
+def test_the_bar_is_the_mean_score_over_the_mean_bound_and_failed_seeds_stay_out(benchmark_script):
+    bound_ratio = benchmark_script("bound_ratio")
     # ratios 0.7 and 0.5 average 0.6, but the means give 0.08 / 0.14 = 57 %: the bar is not met.
     text = bound_ratio.table("baseline", [(0, 0.07, 0.10), (1, 0.09, 0.18), (2, None, 0.2), (3, 0.1, None)])
     assert "| 0 | 7.00 | 10.00 | 70 % |" in text

@@ -1,23 +1,11 @@
 """The hand-written parts of ``benchmarks/feature_shortcuts.py``: region colours and the pair sets."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 from PIL import Image
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "feature_shortcuts.py"
 
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("feature_shortcuts", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_region_colours_separate_the_border_columns_from_the_torso(tmp_path):
-    shortcuts = load_script()
+def test_region_colours_separate_the_border_columns_from_the_torso(tmp_path, benchmark_script):
+    shortcuts = benchmark_script("feature_shortcuts")
     image = np.zeros((64, 32, 3), dtype=np.uint8)  # already at the script's 32×64
     image[:, :4] = (255, 0, 0)  # the 4 outermost columns, left
     image[:, -4:] = (0, 0, 255)  # and right
@@ -29,8 +17,8 @@ def test_region_colours_separate_the_border_columns_from_the_torso(tmp_path):
     np.testing.assert_allclose(centre[0], [0.0, 1.0, 0.0], atol=1e-6)
 
 
-def test_same_identity_pairs_are_every_ordered_pair_within_an_identity_and_nothing_else():
-    shortcuts = load_script()
+def test_same_identity_pairs_are_every_ordered_pair_within_an_identity_and_nothing_else(benchmark_script):
+    shortcuts = benchmark_script("feature_shortcuts")
     pids = np.array([7, 3, 7, 7, 3, 9])
     left, right = shortcuts.same_identity_pairs(pids)
     pairs = set(zip(left.tolist(), right.tolist()))
@@ -38,7 +26,7 @@ def test_same_identity_pairs_are_every_ordered_pair_within_an_identity_and_nothi
     assert pairs == expected and len(left) == len(expected) == 8
 
 
-def test_mean_distance_averages_the_euclidean_distance_of_the_given_pairs():
-    shortcuts = load_script()
+def test_mean_distance_averages_the_euclidean_distance_of_the_given_pairs(benchmark_script):
+    shortcuts = benchmark_script("feature_shortcuts")
     values = np.array([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0]])
     assert shortcuts.mean_distance(values, np.array([0, 0]), np.array([1, 2])) == 3.0
