@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from methods import run_cli  # noqa: E402  (the sibling benchmark's runner: same CLI, storage and log files)
 
 from raytrain_vireid.config import METHODS, build_config, load_config  # noqa: E402
+from raytrain_vireid.errors import UserArgumentParser, UserError, run_cli as run_command  # noqa: E402
 from raytrain_vireid.train.launch import config_difference, prepare_data  # noqa: E402
 
 SUPERVISED = "supervised"
@@ -95,23 +96,25 @@ def table(method: str, rows: list[tuple[int, float | None, float | None]]) -> st
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    """Bad arguments or ``--set``s: one ``error:`` line and exit status 2 (``raytrain_vireid.errors``)."""
+    parser = UserArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated train.seed values")
     parser.add_argument("--method", default="baseline")
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--storage-path", default="/tmp/raytrain-vireid-bound-ratio")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="extra --set for every run, the bound's included (e.g. data.cache_dir=...)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.method not in METHODS:
-        raise SystemExit(f"error: --method: unknown {args.method!r}; valid: {', '.join(METHODS)}")
+        raise UserError(f"--method: unknown {args.method!r}; valid: {', '.join(METHODS)}")
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s]
     except ValueError:
-        raise SystemExit(f"error: --seeds: expected comma-separated integers, got {args.seeds!r}") from None
+        raise UserError(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from None
+    config = build_config(args.method, overrides=args.sets)  # bad --sets stop here, before anything is written
     Path(args.storage_path).mkdir(parents=True, exist_ok=True)
-    prepare_data(build_config(args.method, overrides=args.sets))  # data before timing
+    prepare_data(config)  # generate the data before timing anything
     print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}; {args.num_workers} Ray workers "
           f"per run; started {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
     rows = []
@@ -129,4 +132,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from raytrain_vireid.config import METHODS, build_config
 from raytrain_vireid.data.images import read_resized
+from raytrain_vireid.errors import UserArgumentParser, UserError, run_cli as run_command
 from raytrain_vireid.eval.evaluate import evaluate
 from raytrain_vireid.pseudo.descriptors import DESCRIPTORS
 from raytrain_vireid.train.launch import prepare_data
@@ -50,7 +51,7 @@ def run_cli(name: str, args: argparse.Namespace, *options: str) -> tuple[Path, i
     ``<run folder>.log``)."""
     run_dir = Path(args.storage_path) / name
     if run_dir.exists():
-        raise SystemExit(f"error: {run_dir} exists; choose another --storage-path (a benchmark never resumes)")
+        raise UserError(f"{run_dir} exists; choose another --storage-path (a benchmark never resumes)")
     sets = [item for setting in ("run.progress=plain", *args.sets) for item in ("--set", setting)]
     command = [sys.executable, "-m", "raytrain_vireid.run", "--num-workers", str(args.num_workers), "--name", name,
                "--storage-path", args.storage_path, *sets, *options]
@@ -141,8 +142,9 @@ def table(results: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    """Bad arguments or ``--set``s: one ``error:`` line and exit status 2 (``raytrain_vireid.errors``)."""
+    parser = UserArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods")
     parser.add_argument("--no-supervised", action="store_true", help="skip the supervised upper-bound row")
     parser.add_argument("--num-workers", type=int, default=2)
@@ -151,13 +153,14 @@ def main() -> None:
                         help="start every run from a self-supervised run of this many epochs (0: from scratch)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="extra --set for every run (e.g. data.cache_dir=...)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise SystemExit(f"error: --methods: unknown {unknown[0]!r}; valid: {', '.join(METHODS)}")
+        raise UserError(f"--methods: unknown {unknown[0]!r}; valid: {', '.join(METHODS)}")
+    config = build_config("baseline", overrides=args.sets)  # bad --sets stop here, before anything is written
     Path(args.storage_path).mkdir(parents=True, exist_ok=True)
-    prepare_data(build_config("baseline", overrides=args.sets))  # generate the synthetic data before timing anything
+    prepare_data(config)  # generate the synthetic data before timing anything
     print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}; {args.num_workers} Ray workers per run")
     args.start = ssl_start(args.ssl_epochs, args) if args.ssl_epochs > 0 else []
     results = []
@@ -171,4 +174,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

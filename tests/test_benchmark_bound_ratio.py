@@ -2,6 +2,8 @@
 
 import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,18 @@ def test_the_bar_is_the_mean_score_over_the_mean_bound_and_failed_seeds_stay_out
     assert "Per-seed ratios: 50–70 %" in text
     assert "(not met over these 2 seeds)" in text
     assert "(met over this 1 seed)" in bound_ratio.table("baseline", [(0, 0.07, 0.10)])
+
+
+@pytest.mark.parametrize("arguments, fragment", [
+    (["--seeds", "0,x"], "--seeds: expected comma-separated integers, got '0,x'"),
+    (["--set", "nosuch.key=1"], "unknown setting nosuch"),
+])
+def test_bad_arguments_give_one_line_exit_2_and_write_nothing(tmp_path, arguments, fragment, benchmark_script):
+    storage = tmp_path / "sweep"
+    script = benchmark_script("bound_ratio").__file__
+    result = subprocess.run([sys.executable, script, "--storage-path", str(storage), *arguments],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and fragment in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not storage.exists()
