@@ -3,7 +3,7 @@
 What is measured (all in one run, on this machine):
 - plain: the same model, data pipeline (``train.batches.EpochImages``), batch plan (P×K sampler),
   method loss (baseline) and memory updates, in one Python process without Ray — images/s of the
-  training steps only;
+  training steps only, at the run's ``train.precision`` and, for comparison, in float32 and in bfloat16;
 - ray-1 / ray-2: ``train.launch.fit`` with 1 and 2 Ray Train workers (DDP, gloo), the ``images_per_s``
   the loop logs for its training phase (global over ranks), same settings;
 - the per-epoch phase breakdown (extract, ship to actor, relabel, train, evaluate) logged by the
@@ -17,6 +17,7 @@ on what clustering finds; the breakdown run clusters normally.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import tempfile
@@ -33,8 +34,9 @@ from raytrain_vireid.memory.actor import supervised_labelset
 from raytrain_vireid.train.batches import EpochImages
 from raytrain_vireid.train.extract import extract_features
 from raytrain_vireid.train.launch import fit, prepare_data
-from raytrain_vireid.train.loop import (build_method, build_model_from_config, build_optimizer, gather_batch,
-                                        make_batch)
+from raytrain_vireid.models.precision import autocast_dtype, native_bf16
+from raytrain_vireid.train.loop import (FINAL_EVAL_FILE, build_method, build_model_from_config, build_optimizer,
+                                        forward_views, gather_batch, make_batch)
 from raytrain_vireid.train.ray_logging import SETUP_HOOK
 from raytrain_vireid.train.report import read_metrics
 
@@ -68,9 +70,12 @@ def plain_loop(config: Config, iters: int) -> float:
     method, model = build_method(config, build_model_from_config(config), data.train)
     optimizer, _ = build_optimizer(config, model)
     modality = data.train["modality"].to_numpy().astype(np.int8)
-    feats = extract_features(model, data.train, torch.device("cpu"), height=config.data.height, width=config.data.width)
+    cpu = torch.device("cpu")
+    amp_dtype = autocast_dtype(config.train.precision, cpu)  # fp32 or bf16 (main() sets it explicitly)
+    feats = extract_features(model, data.train, cpu, height=config.data.height, width=config.data.width,
+                             amp_dtype=amp_dtype)
     labelset = supervised_labelset(feats, modality, data.train["pid"].to_numpy(), epoch=0)
-    method.on_labels(labelset, torch.device("cpu"))
+    method.on_labels(labelset, cpu)
     sampler = method.sampler(labelset, 0, 0, 1)
     plan = [sampler.batch(0, it) for it in range(iters)]
     labels, cross = torch.as_tensor(labelset.labels), torch.as_tensor(labelset.cross)
@@ -78,7 +83,7 @@ def plain_loop(config: Config, iters: int) -> float:
     model.train()
     rows, start = 0, time.perf_counter()
     for x_v, x_a, x_r, rows_v, rows_r in images.iterate(plan):
-        outputs = model(visible=torch.cat([x_v, x_a]), infrared=x_r)
+        outputs = forward_views(model, x_v, x_a, x_r, cpu, amp_dtype)
         batch = make_batch(rows_v, rows_r, labels, cross)
         loss, _ = method.loss(outputs, batch, 0)
         optimizer.zero_grad(set_to_none=True)
@@ -107,12 +112,15 @@ def main() -> None:
         base = settings(storage, cache, "plain", 0, args.iters, args.ids, *supervised)
         prepare_data(base)  # generate the synthetic data before anything is timed
         torch.set_num_threads(1)  # a Ray worker with 1 CPU runs torch with 1 thread: compare like with like
-        plain = plain_loop(base, args.iters)
+        by_precision = {p: plain_loop(settings(storage, cache, "plain", 0, args.iters, args.ids, *supervised,
+                                               f"train.precision={p}"), args.iters) for p in ("fp32", "bf16")}
         torch.set_num_threads(os.cpu_count() or 1)
         ray.init(address="local", num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False,
                  runtime_env={"worker_process_setup_hook": SETUP_HOOK})
         try:
             one = ray_run(settings(storage, cache, "ray1", 1, args.iters, args.ids, *supervised))
+            resolved = json.loads((storage / "ray1" / FINAL_EVAL_FILE).read_text())["precision"]
+            plain = by_precision[resolved]  # the plain loop at the precision the Ray runs resolved train.precision to
             two = ray_run(settings(storage, cache, "ray2", 2, args.iters, args.ids, *supervised))
             phases = ray_run(settings(storage, cache, "phases", 1, args.iters, args.ids))
         finally:
@@ -120,8 +128,12 @@ def main() -> None:
     b = base.train
     print(f"settings: ResNet-{base.model.depth} from scratch, {base.data.height}x{base.data.width}, "
           f"P={b.ids_per_modality} x K={b.instances} per modality (2 visible views + 1 infrared view per step), "
-          f"{args.iters} iterations, {args.ids} synthetic ids, 1 torch thread per process")
-    print(f"plain single-process loop : {plain:8.1f} images/s")
+          f"{args.iters} iterations, {args.ids} synthetic ids, 1 torch thread per process, train.precision="
+          f"{b.precision} (here {resolved}; native bfloat16: {native_bf16(torch.device('cpu'))})")
+    print(f"plain loop in float32     : {by_precision['fp32']:8.1f} images/s")
+    print(f"plain loop in bfloat16    : {by_precision['bf16']:8.1f} images/s  "
+          f"(ratio to float32 {by_precision['bf16'] / by_precision['fp32']:.2f})")
+    print(f"plain single-process loop : {plain:8.1f} images/s  (in {resolved}, as the Ray runs)")
     print(f"Ray Train, 1 worker       : {one['images_per_s']:8.1f} images/s  (ratio to plain {one['images_per_s'] / plain:.2f})")
     print(f"Ray Train, 2 workers      : {two['images_per_s']:8.1f} images/s  (ratio to 1 worker {two['images_per_s'] / one['images_per_s']:.2f})")
     print("per-epoch phases (1 worker, clustering on): " + ", ".join(

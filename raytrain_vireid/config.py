@@ -97,6 +97,10 @@ class TrainConfig:
     seed: int = 0
     init_checkpoint: str | None = None  # warm start (e.g. a stage-1 checkpoint); weights only
     warmup_epochs: int = 0  # unsupervised instance-contrastive warm-up epochs before clustering
+    # fp32 | bf16 | auto: the network's forward passes (training, extraction, evaluation) under bfloat16 autocast;
+    # auto = bf16 on a CUDA GPU with bf16, and on a CPU with AVX512-BF16 where a probe of the training step finds it
+    # faster; fp32 elsewhere. Losses, memories and clustering features stay float32 (models/precision.py).
+    precision: str = "fp32"
 
 
 @dataclass
@@ -469,6 +473,7 @@ def validate(config: Config) -> None:
     _choice(config.model.vit_size, ("tiny", "base"), "model.vit_size")
     _choice(config.model.vit_stem, ("linear", "ics"), "model.vit_stem")
     _choice(config.train.optimizer, ("adam", "sgd"), "train.optimizer")
+    _choice(config.train.precision, ("fp32", "bf16", "auto"), "train.precision")
     _choice(config.pseudo.backend, ("auto", "cpu", "gpu"), "pseudo.backend")
     _choice(config.pseudo.feature_dtype, ("float16", "float32"), "pseudo.feature_dtype")
     _choice(config.data.on_bad_image, ("error", "skip"), "data.on_bad_image")

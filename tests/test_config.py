@@ -32,6 +32,7 @@ def test_k1_and_eps_take_one_value_per_modality():
         ("pseudo.prior_weight=1.5", "pseudo.prior_weight: must be in [0, 1], got 1.5"),
         ("pseudo.prior_k=0", "pseudo.prior_k: must be > 0, got 0"),
         ("pseudo.prior_epochs=-1", "pseudo.prior_epochs: must be >= 0, got -1"),
+        ("train.precision=fp16", "train.precision: 'fp16' is not one of fp32, bf16, auto"),
     ],
 )
 def test_bad_overrides_name_the_setting(override, message):
@@ -82,6 +83,7 @@ def test_recipe_dataset_profiles_follow_the_data_spec():
     regdb = build_config(overrides=["data.spec=regdb:/data/RegDB:3"])
     assert (synthetic.model.depth, synthetic.data.height) == (18, 64)
     assert (sysu.model.depth, sysu.model.pretrained, sysu.data.height, sysu.train.epochs) == (50, "imagenet", 288, 80)
+    assert (synthetic.train.precision, sysu.train.precision) == ("auto", "fp32")  # the papers' runs are float32
     assert (regdb.pseudo.eps, regdb.train.iters_per_epoch) == (0.3, 100)
     # Explicit settings still win over the profile.
     assert build_config(overrides=["data.spec=regdb:/d", "pseudo.eps=0.4"]).pseudo.eps == 0.4

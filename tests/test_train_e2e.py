@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -13,6 +14,7 @@ import time
 import numpy as np
 import psutil
 import pytest
+import torch
 
 from raytrain_vireid import INFRARED, VISIBLE
 from raytrain_vireid.methods import get_method
@@ -20,12 +22,15 @@ from raytrain_vireid.models import SDCLViT, TwoStreamResNet
 from raytrain_vireid.pseudo.engine import relabel
 from raytrain_vireid.train.checkpoint import load_state
 from raytrain_vireid.train.launch import fit, prepare_data, prior_descriptor
+from raytrain_vireid.train.loop import FINAL_EVAL_FILE
 from raytrain_vireid.train.report import read_metrics
 
 
-def test_local_mode_run_trains_evaluates_and_reports(tmp_path, cache, ray_local, tiny_config):
-    result = fit(tiny_config(tmp_path, cache, "local", 0))
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_local_mode_run_trains_evaluates_and_reports(tmp_path, cache, ray_local, tiny_config, precision):
+    result = fit(tiny_config(tmp_path, cache, "local", 0, f"train.precision={precision}"))
     history = read_metrics(result.run_dir)
+    assert json.loads((result.run_dir / FINAL_EVAL_FILE).read_text())["precision"] == precision
     assert [row["epoch"] for row in history] == [0, 1]
     assert all(row["memory_drift"] == 0 for row in history)
     assert history[1]["clusters_visible"] > 0 and "mAP" in history[1]
@@ -65,12 +70,20 @@ def test_two_workers_checkpoint_and_resume(tmp_path, cache, ray_local, tiny_conf
     streams = load_state(max(checkpoints))["rng"]
     assert len(streams) == 2 and streams[0]["python"] != streams[1]["python"]  # each rank resumes its own stream
 
+    # train.precision=auto is resolved once per run: the resumed run takes its checkpoint's, whatever a new probe says
+    latest = max(checkpoints) / "state.pt"
+    state = torch.load(latest, weights_only=True)
+    first_precision = json.loads((run_dir / FINAL_EVAL_FILE).read_text())["precision"]
+    assert state["precision"] == first_precision
+    torch.save({**state, "precision": "fp32" if first_precision == "bf16" else "bf16"}, latest)
+
     second = fit(tiny_config(tmp_path, cache, "ddp", 2, "eval.untrained=true", "train.iters_per_epoch=10",
                              "train.epochs=3"))
     resumed = read_metrics(run_dir)
     assert [row["epoch"] for row in resumed] == [-1, 0, 1, 2]
     assert resumed[:3] == history  # nothing before epoch 2 was evaluated or trained again
     assert second.final["epoch"] == 2
+    assert json.loads((run_dir / FINAL_EVAL_FILE).read_text())["precision"] != first_precision
 
 
 @pytest.mark.slow

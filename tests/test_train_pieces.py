@@ -79,11 +79,11 @@ def test_checkpoint_round_trip_restores_training_state(tmp_path):
     random.seed(6)
     actor_state = {"features": {"global": np.ones((3, 2), np.float16)}, "filled": np.ones(3, bool)}
     save_state(tmp_path, model=model, optimizer=optimizer, scheduler=scheduler, epoch=7, actor_state=actor_state,
-               history=[{"epoch": 7, "mAP": 0.5}], rng=[rng_state(), rank1])
+               history=[{"epoch": 7, "mAP": 0.5}], rng=[rng_state(), rank1], precision="bf16")
     expected_numpy, expected_python = np.random.rand(), random.random()
 
     state = load_state(tmp_path)  # weights_only=True inside
-    assert state["epoch"] == 7 and state["history"] == [{"epoch": 7, "mAP": 0.5}]
+    assert state["epoch"] == 7 and state["history"] == [{"epoch": 7, "mAP": 0.5}] and state["precision"] == "bf16"
     fresh = torch.nn.Linear(4, 2)
     fresh.load_state_dict(state["model"])
     assert torch.equal(fresh.weight, model.weight)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raytrain_vireid import INFRARED, VISIBLE
+from raytrain_vireid.models.precision import autocast, float32_outputs
 
 
 def _forward_modality(model: nn.Module, images: torch.Tensor, modality: int) -> dict[str, torch.Tensor]:
@@ -19,21 +20,28 @@ def _forward_modality(model: nn.Module, images: torch.Tensor, modality: int) -> 
     raise ValueError(f"modality must be {VISIBLE} (visible) or {INFRARED} (infrared), got {modality}")
 
 
-def embed(model: nn.Module, images: torch.Tensor, modality: int, flip: bool = True) -> dict[str, torch.Tensor]:
+def embed(model: nn.Module, images: torch.Tensor, modality: int, flip: bool = True,
+          amp_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     """Features of one-modality ``images`` (B, 3, H, W) for every key of ``model.feature_dims`` (the heads,
     plus e.g. SALCR's eval-mode part features).
 
     Eval mode, no grad; with ``flip`` the BN features of the image and its horizontal flip are
-    averaged; each feature is then L2-normalised. The model's train/eval mode is restored afterwards.
+    averaged; each feature is then L2-normalised. ``amp_dtype``: the network's forward under autocast in that
+    dtype (``models.precision``), its features back in float32. The model's train/eval mode is restored afterwards.
     """
+
+    def forward(batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        with autocast(images.device, amp_dtype):
+            out = _forward_modality(model, batch, modality)
+        return float32_outputs({key: out[key] for key in model.feature_dims})
+
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            out = _forward_modality(model, images, modality)
-            feats = {key: out[key] for key in model.feature_dims}
+            feats = forward(images)
             if flip:
-                flipped = _forward_modality(model, images.flip(-1), modality)
+                flipped = forward(images.flip(-1))
                 feats = {key: (f + flipped[key]) / 2 for key, f in feats.items()}
     finally:
         model.train(was_training)

@@ -22,6 +22,7 @@ class GeM(nn.Module):
         self.eps = float(eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()  # under bfloat16 autocast the cube and its root lose digits; a no-op for float32 maps
         pooled = x.clamp(min=self.eps).pow(self.p).mean(dim=(-2, -1))
         return pooled.pow(1.0 / self.p)
 

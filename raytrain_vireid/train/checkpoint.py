@@ -80,9 +80,10 @@ def load_scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler, state:
 
 def save_state(directory: str | Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LRScheduler, epoch: int, actor_state: dict[str, Any],
-               history: list[dict[str, float]], rng: list[dict[str, Any]]) -> Path:
+               history: list[dict[str, float]], rng: list[dict[str, Any]], precision: str = "fp32") -> Path:
     """Write ``directory/state.pt``; ``model`` must already be unwrapped from DDP; ``rng``: every rank's
-    :func:`rng_state`, in rank order (each rank draws its own augmentation stream)."""
+    :func:`rng_state`, in rank order (each rank draws its own augmentation stream); ``precision``: what the run's
+    ``train.precision`` resolved to (``fp32`` or ``bf16``), kept by a resumed run."""
     path = Path(directory) / STATE_FILE
     torch.save({
         "model": model.state_dict(),
@@ -92,6 +93,7 @@ def save_state(directory: str | Path, *, model: torch.nn.Module, optimizer: torc
         "rng": to_tensors(list(rng)),
         "actor": to_tensors(actor_state),
         "history": history,
+        "precision": precision,
     }, path)
     return path
 

@@ -22,12 +22,13 @@ Progress = Callable[[Iterable, str, int], Iterable]
 def extract_features(model: nn.Module, table: pa.Table, device: torch.device, *, height: int, width: int,
                      batch_size: int = 128, loader_workers: int = 0, on_bad_image: str = "error",
                      progress: Progress | None = None, dtype: np.dtype = np.float32,
-                     visible_gray: bool = False) -> dict[str, np.ndarray]:
+                     visible_gray: bool = False, amp_dtype: torch.dtype | None = None) -> dict[str, np.ndarray]:
     """``{key: (table.num_rows, D)}`` features of every row of ``table`` (in table order), for every key of
     ``model.feature_dims`` (the heads, plus any extracted part features).
 
     Each modality is embedded with its own stem (``models.features.embed``), test transform only;
-    ``visible_gray``: visible images as their luminance (``pseudo.visible_gray``; ``data.transforms.Luminance``).
+    ``visible_gray``: visible images as their luminance (``pseudo.visible_gray``; ``data.transforms.Luminance``);
+    ``amp_dtype``: the network's autocast dtype (``models.precision``; None: float32).
     """
     out = {key: np.zeros((table.num_rows, dim), dtype=dtype) for key, dim in model.feature_dims.items()}
     transform = build_transform("visible", None, height, width, train=False)
@@ -46,7 +47,7 @@ def extract_features(model: nn.Module, table: pa.Table, device: torch.device, *,
         position = 0
         batches = progress(loader, f"extract {'visible' if m == VISIBLE else 'infrared'}", len(loader)) if progress else loader
         for images, _ in batches:
-            feats = embed(model, images.to(device, non_blocking=True), m)
+            feats = embed(model, images.to(device, non_blocking=True), m, amp_dtype=amp_dtype)
             stop = position + images.shape[0]
             for key, values in out.items():
                 values[rows[position:stop]] = feats[key].float().cpu().numpy()

@@ -13,6 +13,7 @@ warm-up epochs.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ import random
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -38,6 +39,7 @@ from raytrain_vireid.methods.supervised import SupervisedIdentity
 from raytrain_vireid.methods.warmup import InstanceWarmup
 from raytrain_vireid.models import build_model, param_groups
 from raytrain_vireid.models.identity import WithIdentityClassifier
+from raytrain_vireid.models.precision import DTYPES, autocast, autocast_dtype, float32_outputs, precision_name
 from raytrain_vireid.train.batches import EpochImages
 from raytrain_vireid.train.checkpoint import (load_init_weights, load_scheduler_state, load_state, rank_rng_state,
                                              rng_state, save_state, set_rng_state)
@@ -95,6 +97,31 @@ def make_batch(rows_v: torch.Tensor, rows_r: torch.Tensor, labels: torch.Tensor,
     return Batch(index=index, view=view, labels=labels[index], cross=cross[index])
 
 
+def forward_views(model: nn.Module, x_v: torch.Tensor, x_a: torch.Tensor, x_r: torch.Tensor, device: torch.device,
+                  amp_dtype: torch.dtype | None = None, **kwargs: Any) -> dict[str, torch.Tensor]:
+    """The training forward pass: visible views [v; a] and infrared view r on ``device``, under autocast in
+    ``amp_dtype`` if given, outputs in float32 for the losses and memories."""
+    with autocast(device, amp_dtype):
+        outputs = model(visible=torch.cat([x_v, x_a]).to(device), infrared=x_r.to(device), **kwargs)
+    return float32_outputs(outputs)
+
+
+def precision_probe(net: nn.Module, rows: int, height: int, width: int,
+                    device: torch.device) -> Callable[[torch.dtype | None], None]:
+    """``step(dtype)``: one training forward and backward of ``rows`` images per view at that autocast dtype, on a
+    copy of ``net`` with random images from a private generator, so that probing leaves the network, its BatchNorm
+    statistics and every RNG as they were (``train.precision: auto``)."""
+    probe = copy.deepcopy(net).train()
+    images = torch.rand(3, rows, 3, height, width, generator=torch.Generator().manual_seed(0)).to(device)
+
+    def step(dtype: torch.dtype | None) -> None:
+        outputs = forward_views(probe, *images, device, dtype)
+        sum(outputs[head].sum() for head in probe.heads).backward()
+        probe.zero_grad(set_to_none=True)
+
+    return step
+
+
 def gather_batch(batch: Batch, features: dict[str, torch.Tensor]) -> Batch:
     """All ranks' rows and detached features (each (rows, ...), any trailing shape), concatenated in rank
     order (two collectives)."""
@@ -122,6 +149,7 @@ class Worker:
         context = ray.train.get_context()
         self.rank, self.world = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device()
+        self.amp_dtype: torch.dtype | None = None  # train.precision, resolved in run()
         self.progress = make_progress(loop_config["progress"], self.rank)
         if config.run.num_workers > 0:  # torch's intra-op threads = this worker's CPUs, whatever imported torch first
             torch.set_num_threads(max(1, int(config.run.cpus_per_worker)))
@@ -155,11 +183,12 @@ class Worker:
         random.seed(f"{seed}/{self.rank}{salt}")
 
     # ---- resume ---------------------------------------------------------------------------------
-    def restore(self) -> None:
-        """Continue from Ray Train's latest checkpoint, if any (model, optimizer, schedule, RNG, actor)."""
+    def restore(self) -> str | None:
+        """Continue from Ray Train's latest checkpoint, if any (model, optimizer, schedule, RNG, actor); returns the
+        precision it was trained in (None: no checkpoint, or one written before it was kept)."""
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None:
-            return
+            return None
         with checkpoint.as_directory() as directory:
             state = load_state(directory)
         self.net.load_state_dict(state["model"])
@@ -176,6 +205,24 @@ class Worker:
         barrier()
         if self.rank == 0:
             log(f"resumed after epoch {state['epoch']}")
+        return state.get("precision")
+
+    def choose_precision(self, restored: str | None) -> None:
+        """``train.precision`` resolved once per run: a resumed run keeps the one its checkpoint was trained in;
+        otherwise rank 0 resolves it (probing the step for ``auto``) and every rank takes its answer."""
+        name = restored
+        if name is None:
+            if self.rank == 0:
+                t, data = self.config.train, self.config.data
+                probe = None if t.precision != "auto" else precision_probe(
+                    self.net, max(1, t.ids_per_modality * t.instances // self.world), data.height, data.width,
+                    self.device)
+                name = precision_name(autocast_dtype(t.precision, self.device, probe))
+            name = all_gather_objects(name)[0]
+        self.amp_dtype = DTYPES[name]
+        if self.rank == 0:
+            log(f"precision: {name} (train.precision={self.config.train.precision}"
+                + (", as its checkpoint)" if restored is not None else ")"))
 
     # ---- phases ---------------------------------------------------------------------------------
     def relabel(self, epoch: int, timings: dict[str, float]) -> tuple[Any, Any, dict[str, float]]:
@@ -186,7 +233,7 @@ class Worker:
                                     width=data.width, loader_workers=data.loader_workers,
                                     on_bad_image=data.on_bad_image, progress=self.progress,
                                     dtype=np.dtype(self.config.pseudo.feature_dtype),
-                                    visible_gray=self.config.pseudo.visible_gray)
+                                    visible_gray=self.config.pseudo.visible_gray, amp_dtype=self.amp_dtype)
         timings["time_extract"] = time.perf_counter() - start
         start = time.perf_counter()
         ray.get(self.actor.put_features.remote(self.shard, features))
@@ -251,8 +298,8 @@ class Worker:
         for x_v, x_a, x_r, rows_v, rows_r in self.progress(images, f"epoch {epoch} train", iters):
             batch = make_batch(rows_v, rows_r, labels, cross)
             batch = Batch(**{k: v.to(self.device) for k, v in batch.tensors().items()})
-            outputs = self.model(visible=torch.cat([x_v, x_a]).to(self.device), infrared=x_r.to(self.device),
-                                 **hooks.forward_kwargs(batch, epoch))
+            outputs = forward_views(self.model, x_v, x_a, x_r, self.device, self.amp_dtype,
+                                    **hooks.forward_kwargs(batch, epoch))
             loss, logs = hooks.loss(outputs, batch, epoch)
             if prior_term is not None:
                 term = prior_term.loss(outputs, batch)
@@ -293,7 +340,8 @@ class Worker:
         if last or self.val_table is None:
             result = self.test()
             if last and self.rank == 0:
-                write_json_atomic(self.run_dir / FINAL_EVAL_FILE, {"epoch": epoch, **final_table(result)})
+                write_json_atomic(self.run_dir / FINAL_EVAL_FILE,
+                                  {"epoch": epoch, "precision": precision_name(self.amp_dtype), **final_table(result)})
             test_scores = epoch_metrics(result)
             scores = test_scores if self.val_table is None else {**{f"test_{k}": v for k, v in test_scores.items()}, **scores}
         timings["time_eval"] = time.perf_counter() - start
@@ -303,13 +351,13 @@ class Worker:
         data = self.config.data
         return validate_model(self.net, self.device, self.val_table, height=data.height, width=data.width,
                               loader_workers=data.loader_workers, progress=self.progress, rank=self.rank,
-                              world_size=self.world)
+                              world_size=self.world, amp_dtype=self.amp_dtype)
 
     def test(self) -> EvalResult:
         data = self.config.data
         return evaluate_model(self.net, self.device, self.testset, height=data.height, width=data.width,
                               loader_workers=data.loader_workers, progress=self.progress, rank=self.rank,
-                              world_size=self.world)
+                              world_size=self.world, amp_dtype=self.amp_dtype)
 
     def evaluate_untrained(self) -> None:
         """``eval.untrained``: score the network before any training, logged as epoch −1."""
@@ -330,12 +378,13 @@ class Worker:
             if self.logger is not None:
                 self.logger.log(epoch, {k: v for k, v in metrics.items() if k != "epoch"})
                 save_state(directory, model=self.net, optimizer=self.optimizer, scheduler=self.scheduler, epoch=epoch,
-                           actor_state=ray.get(self.actor.state.remote()), history=self.history, rng=rng)
+                           actor_state=ray.get(self.actor.state.remote()), history=self.history, rng=rng,
+                           precision=precision_name(self.amp_dtype))
                 checkpoint = ray.train.Checkpoint.from_directory(directory)
             ray.train.report(metrics, checkpoint=checkpoint)
 
     def run(self) -> None:
-        self.restore()
+        self.choose_precision(self.restore())
         try:
             self.evaluate_untrained()
             for epoch in range(self.start_epoch, self.config.train.epochs):
