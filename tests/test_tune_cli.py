@@ -160,9 +160,10 @@ def test_real_asha_search_stops_a_trial_resumes_and_writes_a_runnable_best_yaml(
     # ASHA (grace 1, reduction 2, max_t 2: rungs after 1 and 2 trained epochs, a trial is cut below the median of
     # those already recorded at its rung) cuts the second trial: after one epoch of 3 iterations lr 1e-3 scores
     # 0.369 on the carved identities and a tiny rate 0.399 (the runs are seeded, so this does not change from one
-    # run to the next). The interrupted last trial, a tiny rate, then runs to the end.
+    # run to the next). The interrupted last trial, a tiny rate, then runs to the end. Those scores are float32's:
+    # the synthetic profile's train.precision=auto takes bfloat16 on CPUs where it is faster, and moves them.
     space.write_text(yaml.safe_dump({"method": "baseline", "space": {"train.lr": {"grid": [1e-7, 1e-3, 1.2e-3, 1.1e-7]}}}))
-    sets = [arg for key in TINY + [f"data.cache_dir={tmp_path / 'cache'}"] for arg in ("--set", key)]
+    sets = [arg for key in TINY + [f"data.cache_dir={tmp_path / 'cache'}", "train.precision=fp32"] for arg in ("--set", key)]
     args = ["--space", str(space), "--num-samples", "1", "--num-workers", "1", "--grace-period", "1",
             "--reduction-factor", "2", "--max-concurrent", "1", "--epochs", "2", "--storage-path",
             str(tmp_path / "runs"), "--name", "search", *sets]
