@@ -26,6 +26,7 @@ from .errors import UserError
 RECIPES_DIR = Path(__file__).parent / "recipes"
 PROFILES_DIR = RECIPES_DIR / "profiles"  # settings every recipe shares for one kind of data (synthetic.yaml)
 METHODS = ("baseline", "mult", "salcr", "sdcl", "hil")
+PRECISIONS = ("fp32", "bf16", "auto")  # train.precision (models/precision.py resolves them)
 
 
 @dataclass
@@ -473,7 +474,7 @@ def validate(config: Config) -> None:
     _choice(config.model.vit_size, ("tiny", "base"), "model.vit_size")
     _choice(config.model.vit_stem, ("linear", "ics"), "model.vit_stem")
     _choice(config.train.optimizer, ("adam", "sgd"), "train.optimizer")
-    _choice(config.train.precision, ("fp32", "bf16", "auto"), "train.precision")
+    _choice(config.train.precision, PRECISIONS, "train.precision")
     _choice(config.pseudo.backend, ("auto", "cpu", "gpu"), "pseudo.backend")
     _choice(config.pseudo.feature_dtype, ("float16", "float32"), "pseudo.feature_dtype")
     _choice(config.data.on_bad_image, ("error", "skip"), "data.on_bad_image")

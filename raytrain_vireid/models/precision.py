@@ -19,7 +19,7 @@ from typing import Callable, ContextManager, Mapping
 
 import torch
 
-PRECISIONS = ("fp32", "bf16", "auto")
+from raytrain_vireid.config import PRECISIONS
 DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
 # ``auto`` on a CPU: bfloat16 must run the probed step this many times faster than float32. The margin keeps timing
 # noise from flipping the choice between two runs on one machine, where the gain is small anyway.
@@ -75,8 +75,8 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> ContextManager:
 
 
 def precision_name(dtype: torch.dtype | None) -> str:
-    """``bf16`` or ``fp32``: what a run resolved ``train.precision`` to."""
-    return "fp32" if dtype is None else "bf16"
+    """``bf16`` or ``fp32``: what a run resolved ``train.precision`` to (the inverse of ``DTYPES``)."""
+    return next(name for name, value in DTYPES.items() if value == dtype)
 
 
 def float32_outputs(outputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
