@@ -88,7 +88,7 @@ def table(method: str, rows: list[tuple[int, float | None, float | None]]) -> st
         ratios = [mine / bound for mine, bound in done]
         mean_mine, mean_bound = (statistics.fmean(column) for column in zip(*done))
         lines.append(f"| mean of {len(done)} | {100 * mean_mine:.2f} | {100 * mean_bound:.2f} | "
-                     f"**{100 * mean_mine / mean_bound:.0f} %** |")
+                     f"**{100 * mean_mine / mean_bound:.2f} %** |")  # 59.95 must not read as 60
         lines.append("")
         lines.append(f"Per-seed ratios: {100 * min(ratios):.0f}–{100 * max(ratios):.0f} %; issue 4's bar: the mean "
                      f"mAP at least 60 % of the mean bound ({'met' if mean_mine >= 0.6 * mean_bound else 'not met'} "

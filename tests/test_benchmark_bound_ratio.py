@@ -51,10 +51,13 @@ def test_the_bar_is_the_mean_score_over_the_mean_bound_and_failed_seeds_stay_out
     text = bound_ratio.table("baseline", [(0, 0.07, 0.10), (1, 0.09, 0.18), (2, None, 0.2), (3, 0.1, None)])
     assert "| 0 | 7.00 | 10.00 | 70 % |" in text
     assert "| 2 | – | 20.00 | – |" in text
-    assert "| mean of 2 | 8.00 | 14.00 | **57 %** |" in text
+    assert "| mean of 2 | 8.00 | 14.00 | **57.14 %** |" in text
     assert "Per-seed ratios: 50–70 %" in text
     assert "(not met over these 2 seeds)" in text
     assert "(met over this 1 seed)" in bound_ratio.table("baseline", [(0, 0.07, 0.10)])
+    # Just under the bar is shown as such, not rounded up to it.
+    just_under = bound_ratio.table("baseline", [(0, 0.05996, 0.10)])
+    assert "**59.96 %**" in just_under and "(not met over this 1 seed)" in just_under
 
 
 @pytest.mark.parametrize("arguments, fragment", [
