@@ -143,11 +143,12 @@ def test_load_space_file_errors(tmp_path):
 
 
 def test_caller_overrides_take_part_in_validation():
-    data = _space(**{"pseudo.k2": {"randint": [4, 12]}})
-    assert parse_space(data).dimensions["pseudo.k2"].candidates() == [4, 11]
-    message = r"space.pseudo.k2: value 11 is rejected: pseudo.k2: must be <= pseudo.k1 \(10\)"
+    # The baseline's synthetic recipe has k1 15 (visible) and 10 (infrared): k2 up to 9 is valid there.
+    data = _space(**{"pseudo.k2": {"randint": [4, 10]}})
+    assert parse_space(data).dimensions["pseudo.k2"].candidates() == [4, 9]
+    message = r"space.pseudo.k2: value 9 is rejected: pseudo.k2: must be <= pseudo.k1 \(8\)"
     with pytest.raises(UserError, match=message):
-        parse_space(data, overrides=["pseudo.k1=10"])
+        parse_space(data, overrides=["pseudo.k1=8"])
 
 
 def test_numpy_scalars_from_a_sampler_format_as_plain_numbers():
