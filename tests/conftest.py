@@ -29,7 +29,7 @@ def _tiny_config(storage: Path, cache: Path, name: str, num_workers: int, *sets:
         "eval.trials=1", "eval.untrained=false", *sets])
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_config():
     """``tiny_config(storage, cache, name, num_workers, *"key=value", method=...)`` -> Config."""
     return _tiny_config

@@ -1,4 +1,6 @@
-"""``benchmarks/bound_ratio.py``: finished run folders are read, not rerun, and the bar is the ratio of the means."""
+"""``benchmarks/bound_ratio.py``: finished run folders are read, not rerun (a bound whatever its clustering and memory
+settings, which a supervised run never reads: ``tests/test_methods_supervised.py``), and the bar is the ratio of the
+means."""
 
 import argparse
 import json
@@ -36,13 +38,32 @@ def test_finished_runs_are_read_and_never_rerun(tmp_path, monkeypatch, benchmark
     assert bound_ratio.score(3, True, args) == (0.25, "read")
 
 
-def test_a_finished_run_of_another_configuration_is_read_with_the_difference_named(tmp_path, monkeypatch, benchmark_script):
+def test_a_finished_run_of_another_configuration_is_read_with_the_difference_named(
+        tmp_path, monkeypatch, benchmark_script):
     bound_ratio = benchmark_script("bound_ratio")
     finished_run(tmp_path / "seed1-baseline", 0.1, "train.seed=1", "eval.untrained=false", "memory.momentum=0.5")
     monkeypatch.setattr(bound_ratio, "run_cli", lambda *a, **k: pytest.fail("a finished run was started again"))
     score, how = bound_ratio.score(1, False, sweep_args(tmp_path, "memory.momentum=0.9"))
     assert score == 0.1
     assert how == "read; its configuration differs: memory.momentum: 0.5 -> 0.9"
+
+
+def test_a_bound_is_read_as_the_same_run_whatever_its_clustering_and_memory_settings(
+        tmp_path, monkeypatch, benchmark_script):
+    bound_ratio = benchmark_script("bound_ratio")
+    finished_run(tmp_path / "seed2-baseline-supervised", 0.25, "train.seed=2", "eval.untrained=false",
+                 "memory.momentum=0.5", "pseudo.k1=20", supervised=True)
+    finished_run(tmp_path / "seed2-baseline", 0.125, "train.seed=2", "eval.untrained=false", "pseudo.k1=20")
+    finished_run(tmp_path / "seed4-baseline-supervised", 0.25, "train.seed=4", "eval.untrained=false",
+                 "train.lr=0.001", supervised=True)
+    monkeypatch.setattr(bound_ratio, "run_cli", lambda *a, **k: pytest.fail("a finished run was started again"))
+    args = sweep_args(tmp_path, "pseudo.prior_epochs=16")
+    assert bound_ratio.score(2, True, args) == (0.25, "read")
+    # The method's run reads them, and a bound's other settings still count.
+    assert bound_ratio.score(2, False, args) == (0.125, "read; its configuration differs: pseudo.k1: 20 -> "
+                                                       "{'visible': 15, 'infrared': 10}")
+    score, how = bound_ratio.score(4, True, args)
+    assert score == 0.25 and how.startswith("read; its configuration differs: train.lr: 0.001 -> ")
 
 
 def test_the_bar_is_the_mean_score_over_the_mean_bound_and_failed_seeds_stay_out(benchmark_script):

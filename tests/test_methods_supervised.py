@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from raytrain_vireid.config import build_config
+from raytrain_vireid.config import build_config, valid_keys
 from raytrain_vireid.errors import UserError
 from raytrain_vireid.methods.base import VIEW_A, VIEW_R, VIEW_V, Batch
 from raytrain_vireid.methods.supervised import SupervisedIdentity
@@ -74,10 +74,42 @@ def test_the_configured_methods_settings_are_still_checked():
         SupervisedIdentity(bad, ("global",), np.zeros(2, np.int8), np.arange(2))
 
 
-def test_supervised_run_trains_the_classifier_from_epoch_0(tmp_path, cache, ray_local, tiny_config):
-    result = fit(tiny_config(tmp_path, cache, "sup", 0, "supervised=true"))
+@pytest.fixture(scope="module")
+def tiny_bound(tmp_path_factory, cache, ray_local, tiny_config):
+    """A finished tiny ``--supervised`` run (Ray local mode), shared by the tests that read it."""
+    return fit(tiny_config(tmp_path_factory.mktemp("runs"), cache, "sup", 0, "supervised=true"))
+
+
+def test_supervised_run_trains_the_classifier_from_epoch_0(tiny_bound):
+    result = tiny_bound
     history = read_metrics(result.run_dir)
     assert [row["epoch"] for row in history] == [0, 1]
     assert all(row["loss_id"] > 0 and "loss_instance_global" not in row for row in history)  # no warm-up epoch
     assert history[0]["clusters_visible"] == 8  # the true training identities of 12 (a third are test ids)
     assert result.final["epoch"] == 1
+
+
+# Every key of bound_ratio.UNREAD_BY_SUPERVISED, changed from the tiny run's values.
+CHANGED_FOR_THE_BOUND = [
+    "pseudo.backend=cpu", "pseudo.k1={visible: 5, infrared: 4}", "pseudo.k2=1",
+    "pseudo.eps={visible: 0.5, infrared: 0.4}", "pseudo.min_samples=3", "pseudo.k1_visible_stage2=4",
+    "pseudo.association=sinkhorn", "pseudo.association_params={lam: 25.0}", "pseudo.feature_dtype=float32",
+    "pseudo.visible_gray=true", "pseudo.oracle_association=true", "pseudo.oracle_clusters=true", "pseudo.prior=hog",
+    "pseudo.prior_weight=0.3", "pseudo.prior_epochs=5", "pseudo.prior_k=3", "pseudo.prior_association=true",
+    "memory.temperature=0.1", "memory.momentum=0.5", "memory.momentum_epoch0=0.99", "memory.instance_momentum=0.5",
+]
+
+
+def test_a_supervised_run_reads_none_of_the_settings_bound_ratio_lets_differ(tiny_bound, tmp_path, cache, tiny_config,
+                                                                            benchmark_script):
+    # benchmarks/bound_ratio.py reads a bound folder whatever these settings were.
+    bound_ratio = benchmark_script("bound_ratio")
+    sections = bound_ratio.UNREAD_BY_SUPERVISED
+    changed = {change.split("=")[0] for change in CHANGED_FOR_THE_BOUND}
+    assert changed == {key.removesuffix(".*") for key in valid_keys() if key.split(".")[0] in sections}
+    runs = [tiny_bound, fit(tiny_config(tmp_path, cache, "sup-changed", 0, "supervised=true", *CHANGED_FOR_THE_BOUND))]
+    logged = [[{key: value for key, value in row.items() if "time" not in key and not key.endswith("_per_s")}
+               for row in read_metrics(run.run_dir)] for run in runs]
+    assert len(logged[0]) == 2 and "loss_id" in logged[0][-1] and "mAP" in logged[0][-1]
+    assert logged[0] == logged[1]
+    assert runs[0].final["rows"] == runs[1].final["rows"]
