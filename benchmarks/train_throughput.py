@@ -119,7 +119,7 @@ def main() -> None:
         bf16 = native_bf16(torch.device("cpu"))
         by_precision = {p: plain_loop(settings(storage, cache, "plain", 0, args.iters, args.ids, *supervised,
                                                f"train.precision={p}"), args.iters)
-                        for p in ("fp32", "bf16") if p == "fp32" or bf16}
+                        for p in (("fp32", "bf16") if bf16 else ("fp32",))}
         torch.set_num_threads(os.cpu_count() or 1)
         ray.init(address="local", num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False,
                  runtime_env={"worker_process_setup_hook": SETUP_HOOK})

@@ -81,12 +81,11 @@ def tiny_bound(tmp_path_factory, cache, ray_local, tiny_config):
 
 
 def test_supervised_run_trains_the_classifier_from_epoch_0(tiny_bound):
-    result = tiny_bound
-    history = read_metrics(result.run_dir)
+    history = read_metrics(tiny_bound.run_dir)
     assert [row["epoch"] for row in history] == [0, 1]
     assert all(row["loss_id"] > 0 and "loss_instance_global" not in row for row in history)  # no warm-up epoch
     assert history[0]["clusters_visible"] == 8  # the true training identities of 12 (a third are test ids)
-    assert result.final["epoch"] == 1
+    assert tiny_bound.final["epoch"] == 1
 
 
 # Every key of bound_ratio.UNREAD_BY_SUPERVISED, changed from the tiny run's values.
