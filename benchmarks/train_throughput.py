@@ -2,13 +2,15 @@
 
 What is measured (all in one run, on this machine):
 - plain: the same model, data pipeline (``train.batches.EpochImages``), batch plan (P×K sampler),
-  method loss (baseline) and memory updates, in one Python process without Ray — images/s of the
-  training steps only, at the run's ``train.precision`` and, for comparison, in float32 and (on a CPU with native
+  loss and memory updates (those of the supervised bound, see below: an identity classifier, no memories), in one
+  Python process without Ray — images/s of the training steps only, at the run's ``train.precision`` and, for comparison, in float32 and (on a CPU with native
   bfloat16) in bfloat16;
 - ray-1 / ray-2: ``train.launch.fit`` with 1 and 2 Ray Train workers (DDP, gloo), the ``images_per_s``
   the loop logs for its training phase (global over ranks), same settings;
 - the per-epoch phase breakdown (extract, ship to actor, relabel, train, evaluate) logged by the
   unsupervised ray-1 run.
+The plain loop is seeded as the trainer's rank 0 is; the mean loss of both sides is printed as the check that they
+took the same steps (``tests/test_benchmark_train_throughput.py`` checks it against Ray's local mode).
 Training steps use ``--supervised`` labels so that both sides run the same batches without depending
 on what clustering finds; the breakdown run clusters normally.
 
@@ -24,6 +26,7 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import ray
@@ -37,7 +40,7 @@ from raytrain_vireid.train.extract import extract_features
 from raytrain_vireid.train.launch import fit, prepare_data
 from raytrain_vireid.models.precision import autocast_dtype, native_bf16
 from raytrain_vireid.train.loop import (FINAL_EVAL_FILE, build_method, build_model_from_config, build_optimizer,
-                                        forward_views, gather_batch, make_batch)
+                                        forward_views, gather_batch, make_batch, seed_rngs)
 from raytrain_vireid.train.ray_logging import SETUP_HOOK
 from raytrain_vireid.train.report import read_metrics
 
@@ -64,10 +67,16 @@ def settings(storage: Path, cache: Path, name: str, workers: int, iters: int, id
         "train.warmup_epochs=0", "eval.trials=1", *extra])
 
 
-def plain_loop(config: Config, iters: int) -> float:
-    """Images/s of the training steps in one process: the trainer's own pieces, no Ray, no DDP."""
-    torch.manual_seed(0)
+class PlainRun(NamedTuple):
+    images_per_s: float
+    loss: float  # mean over the steps: what the trainer logs as its epoch's ``loss``
+
+
+def plain_loop(config: Config, iters: int) -> PlainRun:
+    """Images/s of the training steps in one process: the trainer's own pieces, no Ray, no DDP, seeded as the
+    trainer's rank 0 is, so that a 1-worker run of the same settings trains on the same batches."""
     data = prepare_data(config)
+    seed_rngs(config.train.seed, rank=0)
     method, model = build_method(config, build_model_from_config(config), data.train)
     optimizer, _ = build_optimizer(config, model)
     modality = data.train["modality"].to_numpy().astype(np.int8)
@@ -82,7 +91,7 @@ def plain_loop(config: Config, iters: int) -> float:
     labels, cross = torch.as_tensor(labelset.labels), torch.as_tensor(labelset.cross)
     images = EpochImages(data.train, config)
     model.train()
-    rows, start = 0, time.perf_counter()
+    rows, loss_sum, start = 0, 0.0, time.perf_counter()
     for x_v, x_a, x_r, rows_v, rows_r in images.iterate(plan):
         outputs = forward_views(model, x_v, x_a, x_r, cpu, amp_dtype)
         batch = make_batch(rows_v, rows_r, labels, cross)
@@ -93,7 +102,8 @@ def plain_loop(config: Config, iters: int) -> float:
         with torch.no_grad():
             method.update_memories(gather_batch(batch, {h: outputs[h] for h in model.heads}))
         rows += len(batch.index)
-    return rows / (time.perf_counter() - start)
+        loss_sum += float(loss.detach())
+    return PlainRun(rows / (time.perf_counter() - start), loss_sum / iters)
 
 
 def ray_run(config: Config) -> dict[str, float]:
@@ -136,14 +146,16 @@ def main() -> None:
           f"P={b.ids_per_modality} x K={b.instances} per modality (2 visible views + 1 infrared view per step), "
           f"{args.iters} iterations, {args.ids} synthetic ids, 1 torch thread per process, train.precision="
           f"{b.precision} (here {resolved}; native bfloat16: {bf16})")
-    print(f"plain loop in float32     : {by_precision['fp32']:8.1f} images/s")
+    print(f"plain loop in float32     : {by_precision['fp32'].images_per_s:8.1f} images/s")
     if bf16:
-        print(f"plain loop in bfloat16    : {by_precision['bf16']:8.1f} images/s  "
-              f"(ratio to float32 {by_precision['bf16'] / by_precision['fp32']:.2f})")
+        print(f"plain loop in bfloat16    : {by_precision['bf16'].images_per_s:8.1f} images/s  "
+              f"(ratio to float32 {by_precision['bf16'].images_per_s / by_precision['fp32'].images_per_s:.2f})")
     else:
         print("plain loop in bfloat16    : not run (no native bfloat16 on this CPU: emulated, far slower)")
-    print(f"plain single-process loop : {plain:8.1f} images/s  (in {resolved}, as the Ray runs)")
-    print(f"Ray Train, 1 worker       : {one['images_per_s']:8.1f} images/s  (ratio to plain {one['images_per_s'] / plain:.2f})")
+    print(f"plain single-process loop : {plain.images_per_s:8.1f} images/s  (in {resolved}, as the Ray runs)")
+    print(f"Ray Train, 1 worker       : {one['images_per_s']:8.1f} images/s  (ratio to plain {one['images_per_s'] / plain.images_per_s:.2f})")
+    print(f"mean loss of the steps    : plain {plain.loss:.6f}, Ray 1 worker {one['loss']:.6f} (same seed, batches "
+          "and augmentations: equal up to DDP's float rounding)")
     print(f"Ray Train, 2 workers      : {two['images_per_s']:8.1f} images/s  (ratio to 1 worker {two['images_per_s'] / one['images_per_s']:.2f})")
     print("per-epoch phases (1 worker, clustering on): " + ", ".join(
         f"{k[5:]} {phases[k]:.1f} s" for k in PHASES if k in phases))

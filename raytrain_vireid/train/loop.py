@@ -122,6 +122,14 @@ def precision_probe(net: nn.Module, rows: int, height: int, width: int,
     return step
 
 
+def seed_rngs(seed: int, rank: int, salt: str = "") -> None:
+    """Seed torch and NumPy with ``seed``, and Python's ``random`` (the augmentations' stream) per rank, so that a
+    run is reproducible and its ranks draw distinct augmentations."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(f"{seed}/{rank}{salt}")
+
+
 def gather_batch(batch: Batch, features: dict[str, torch.Tensor]) -> Batch:
     """All ranks' rows and detached features (each (rows, ...), any trailing shape), concatenated in rank
     order (two collectives)."""
@@ -153,7 +161,7 @@ class Worker:
         self.progress = make_progress(loop_config["progress"], self.rank)
         if config.run.num_workers > 0:  # torch's intra-op threads = this worker's CPUs, whatever imported torch first
             torch.set_num_threads(max(1, int(config.run.cpus_per_worker)))
-        self.seed_rngs()
+        seed_rngs(config.train.seed, self.rank)
         net = build_model_from_config(config)
         if config.train.init_checkpoint:
             load_init_weights(net, config.train.init_checkpoint)
@@ -174,14 +182,6 @@ class Worker:
         self.start_epoch, self.history = 0, []
         self.logger = MetricsLogger(self.run_dir) if self.rank == 0 else None
 
-    def seed_rngs(self, salt: str = "") -> None:
-        """Seed torch and NumPy from ``train.seed``, and Python's ``random`` (the augmentations' stream) per rank,
-        so that it is reproducible and distinct on every rank."""
-        seed = self.config.train.seed
-        torch.manual_seed(seed)
-        np.random.seed(seed)
-        random.seed(f"{seed}/{self.rank}{salt}")
-
     # ---- resume ---------------------------------------------------------------------------------
     def restore(self) -> str | None:
         """Continue from Ray Train's latest checkpoint, if any (model, optimizer, schedule, RNG, actor); returns the
@@ -198,7 +198,7 @@ class Worker:
         if rng is not None:
             set_rng_state(rng)
         else:  # the group grew since the checkpoint: a fresh stream of this rank's own, not another rank's
-            self.seed_rngs(f"resumed-{state['epoch']}")
+            seed_rngs(self.config.train.seed, self.rank, f"resumed-{state['epoch']}")
         self.start_epoch, self.history = state["epoch"] + 1, list(state["history"])
         if self.rank == 0:
             ray.get(self.actor.restore.remote(state["actor"]))
