@@ -1,10 +1,10 @@
 """Training throughput: the Ray trainer (1 and 2 workers) against a plain single-process PyTorch loop.
 
 What is measured (all in one run, on this machine):
-- plain: the same model, data pipeline (``train.batches.EpochImages``), batch plan (P×K sampler),
-  loss and memory updates (those of the supervised bound, see below: an identity classifier, no memories), in one
-  Python process without Ray — images/s of the training steps only, at the run's ``train.precision`` and, for comparison, in float32 and (on a CPU with native
-  bfloat16) in bfloat16;
+- plain: the same model, data pipeline (``train.batches.EpochImages``), batch plan (P×K sampler), loss and
+  memory updates (those of the supervised bound, see below: an identity classifier, no memories), in one Python
+  process without Ray — images/s of the training steps only, at the run's ``train.precision`` and, for comparison,
+  in float32 and (on a CPU with native bfloat16) in bfloat16;
 - ray-1 / ray-2: ``train.launch.fit`` with 1 and 2 Ray Train workers (DDP, gloo), the ``images_per_s``
   the loop logs for its training phase (global over ranks), same settings;
 - the per-epoch phase breakdown (extract, ship to actor, relabel, train, evaluate) logged by the
