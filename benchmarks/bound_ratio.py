@@ -16,8 +16,8 @@ the settings a ``--supervised`` run never reads, :data:`UNREAD_BY_SUPERVISED`): 
 beside the score, for the reader to judge. A folder without a ``final_eval.json`` is refused: resuming a
 half-finished run is the CLI's job. Prints a Markdown table: per seed the method's mAP, the bound and their
 ratio, then the mean mAP over the mean bound (the figure issue 4 asks to reach 60 %) and the spread of the per-seed
-ratios; writes it to ``DIR/bound_ratio.md``. A single run varies by about ±0.7 points between seeds (README
-"Results"), so decide on five seeds or more.
+ratios; writes it to ``DIR/bound_ratio.md``. A single run varies by about ±0.7 points between seeds
+(synthetic_results.md), so decide on five seeds or more.
 
     python benchmarks/bound_ratio.py [--seeds 0,1,2,3,4] [--method baseline] [--num-workers 2]
         [--storage-path DIR] [--set KEY=VALUE ...]

@@ -4,8 +4,8 @@ the true identities through an identity classifier (the ID loss of supervised VI
 Not a recipe: the training loop uses it instead of the configured method when ``config.supervised`` is set. The
 method's own losses are not used: at the recipes' memory momentum (0.1) cluster-contrast memories filled with the
 true identities do not train a network from random weights (on the synthetic data their loss rose from 4.9 to
-about 6 per term within two epochs), and at 0.9 they train but end at 80 % of this classifier (README,
-"Results"). The method's own ceiling is the ``pseudo.oracle_clusters`` diagnostic.
+about 6 per term within two epochs), and at 0.9 they train but end at 80 % of this classifier
+(benchmarks/synthetic_results.md). The method's own ceiling is the ``pseudo.oracle_clusters`` diagnostic.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ as it was.
 ``auto`` takes bfloat16 on a CUDA GPU that supports it. On a CPU it takes it only where the CPU has the instructions
 and a probe of the run's own training step measures it clearly faster: having them does not make it faster (the
 two-stream ResNet-18 step at 64x32 ran 1.6x faster in bfloat16 on a 2-core AMD EPYC with AVX512-BF16, but 7-11 %
-slower on a 2-core Intel Xeon with AMX, README "Results").
+slower on a 2-core Intel Xeon with AMX, benchmarks/synthetic_results.md).
 """
 
 from __future__ import annotations
