@@ -16,7 +16,8 @@ the settings a ``--supervised`` run never reads, :data:`UNREAD_BY_SUPERVISED`): 
 beside the score, for the reader to judge. A folder without a ``final_eval.json`` is refused: resuming a
 half-finished run is the CLI's job. Prints a Markdown table: per seed the method's mAP, the bound and their
 ratio, then the mean mAP over the mean bound (the figure issue 4 asks to reach 60 %) and the spread of the per-seed
-ratios; writes it to ``DIR/bound_ratio.md``. A single run varies by about ±0.7 points between seeds
+ratios, and a warning for a seed whose two runs trained in different precisions (:func:`precision_mismatch`);
+writes it to ``DIR/bound_ratio.md``. A single run varies by about ±0.7 points between seeds
 (synthetic_results.md), so decide on five seeds or more.
 
     python benchmarks/bound_ratio.py [--seeds 0,1,2,3,4] [--method baseline] [--num-workers 2]
@@ -56,6 +57,29 @@ def all_search_map(run_dir: Path) -> float:
     return float(rows["sysu all"]["mAP"])
 
 
+def run_name(seed: int, method: str, supervised: bool) -> str:
+    return f"seed{seed}-{method}" + (f"-{SUPERVISED}" if supervised else "")
+
+
+def precision_mismatch(storage: Path, seed: int, method: str) -> str | None:
+    """A warning when the method's run at ``seed`` and its bound trained in different precisions, else None.
+
+    ``train.precision: auto`` decides by timing a training step, so on a CPU where the two precisions are close it can
+    choose differently for two runs on one machine (it did on an Intel Xeon with AMX: float32 for a method run, bfloat16
+    for the bound after it); the two are then not the same budget. A run folder from before ``train.precision``
+    existed (no ``precision`` in ``final_eval.json``) trained in float32."""
+    names = {}
+    for supervised in (False, True):
+        final = storage / run_name(seed, method, supervised) / "final_eval.json"
+        if not final.is_file():
+            return None
+        names[supervised] = json.loads(final.read_text()).get("precision", "fp32")
+    if names[False] == names[True]:
+        return None
+    return (f"seed {seed}: the method trained in {names[False]} and its bound in {names[True]}, not the same budget; "
+            f"pin one with --set train.precision=...")
+
+
 def difference(run_dir: Path, seed: int, supervised: bool, args: argparse.Namespace) -> str | None:
     """How ``run_dir``'s configuration differs from the one this sweep would run at ``seed`` (``eval.untrained``
     and, for a bound, :data:`UNREAD_BY_SUPERVISED` aside), or None when it does not."""
@@ -74,7 +98,7 @@ def score(seed: int, supervised: bool, args: argparse.Namespace) -> tuple[float 
     """All-search mAP of the method (or, with ``supervised``, of its bound) at ``seed`` and how it was obtained: read
     when its run folder is finished (with any configuration difference), else run; ``(None, why)`` when the run
     failed."""
-    name = f"seed{seed}-{args.method}" + (f"-{SUPERVISED}" if supervised else "")
+    name = run_name(seed, args.method, supervised)
     run_dir = Path(args.storage_path) / name
     if (run_dir / "final_eval.json").is_file():
         differs = difference(run_dir, seed, supervised, args)
@@ -128,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     prepare_data(config)  # generate the data before timing anything
     print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}; {args.num_workers} Ray workers "
           f"per run; started {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
-    rows = []
+    rows, warnings = [], []
     for seed in seeds:
         scores = {}
         for supervised in (False, True):
@@ -137,7 +161,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"seed {seed} {args.method}{' ' + SUPERVISED if supervised else ''}: "
                   f"{'–' if mine is None else f'{100 * mine:.2f} %'} ({how})", flush=True)
         rows.append((seed, scores[False], scores[True]))
-    text = table(args.method, rows)
+        mismatch = precision_mismatch(Path(args.storage_path), seed, args.method)
+        if mismatch:
+            warnings.append(f"warning: {mismatch}")
+            print(warnings[-1], flush=True)
+    text = "\n".join([table(args.method, rows), *warnings])
     (Path(args.storage_path) / "bound_ratio.md").write_text(text + "\n")
     print(text)
 

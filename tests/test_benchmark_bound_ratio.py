@@ -11,15 +11,18 @@ from pathlib import Path
 import pytest
 
 
-def finished_run(directory: Path, all_map: float, *overrides: str, supervised: bool = False) -> None:
-    """A run folder as the CLI leaves it: the resolved config.yaml and final_eval.json."""
+def finished_run(directory: Path, all_map: float, *overrides: str, supervised: bool = False,
+                 precision: str | None = None) -> None:
+    """A run folder as the CLI leaves it: the resolved config.yaml and final_eval.json (``precision``: what the run
+    resolved ``train.precision`` to; None for a folder from before the setting, which has no such field)."""
     from raytrain_vireid.config import build_config, dump_config
 
     directory.mkdir(parents=True)
     dump_config(build_config("baseline", overrides=list(overrides), extra={"supervised": True} if supervised else None),
                 directory / "config.yaml")
     rows = [{"name": "sysu all", "mAP": all_map, "r1": 0.0}, {"name": "sysu indoor", "mAP": 0.9, "r1": 0.0}]
-    (directory / "final_eval.json").write_text(json.dumps({"epoch": 11, "rows": rows}))
+    final = {"epoch": 11, "rows": rows, **({} if precision is None else {"precision": precision})}
+    (directory / "final_eval.json").write_text(json.dumps(final))
 
 
 def sweep_args(tmp_path: Path, *sets: str) -> argparse.Namespace:
@@ -79,6 +82,23 @@ def test_the_bar_is_the_mean_score_over_the_mean_bound_and_failed_seeds_stay_out
     # Just under the bar is shown as such, not rounded up to it.
     just_under = bound_ratio.table("baseline", [(0, 0.05996, 0.10)])
     assert "**59.96 %**" in just_under and "(not met over this 1 seed)" in just_under
+
+
+def test_a_seed_whose_two_runs_trained_in_different_precisions_is_flagged(tmp_path, benchmark_script):
+    bound_ratio = benchmark_script("bound_ratio")
+    finished_run(tmp_path / "seed0-baseline", 0.12, "train.seed=0", precision="fp32")
+    finished_run(tmp_path / "seed0-baseline-supervised", 0.2, "train.seed=0", supervised=True, precision="bf16")
+    assert bound_ratio.precision_mismatch(tmp_path, 0, "baseline") == (
+        "seed 0: the method trained in fp32 and its bound in bf16, not the same budget; pin one with --set "
+        "train.precision=...")
+    # A folder from before train.precision trained in float32, like an fp32 run; an unfinished bound is not judged.
+    finished_run(tmp_path / "seed1-baseline", 0.12, "train.seed=1", precision="fp32")
+    finished_run(tmp_path / "seed1-baseline-supervised", 0.2, "train.seed=1", supervised=True)
+    assert bound_ratio.precision_mismatch(tmp_path, 1, "baseline") is None
+    finished_run(tmp_path / "seed2-baseline", 0.12, "train.seed=2", precision="bf16")
+    assert bound_ratio.precision_mismatch(tmp_path, 2, "baseline") is None
+    finished_run(tmp_path / "seed2-baseline-supervised", 0.2, "train.seed=2", supervised=True)
+    assert "trained in bf16 and its bound in fp32" in bound_ratio.precision_mismatch(tmp_path, 2, "baseline")
 
 
 @pytest.mark.parametrize("arguments, fragment", [
