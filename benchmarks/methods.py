@@ -77,18 +77,19 @@ def ssl_start(epochs: int, args: argparse.Namespace) -> list[str]:
 
 
 def run_one(method: str, args: argparse.Namespace) -> dict[str, object]:
-    """One demo run through the CLI; its scores and wall time."""
+    """One demo run through the CLI; its scores, wall time and run folder."""
     options = ["--method", "baseline", "--supervised", "--set", "eval.untrained=true"] if method == SUPERVISED \
         else ["--method", method]
     run_dir, code, wall = run_cli(f"bench-{method}", args, *options, *args.start)
     if code != 0:
-        return {"method": method, "status": f"failed (exit {code}, see {run_dir.with_suffix('.log')})", "wall_s": wall}
+        return {"method": method, "status": f"failed (exit {code}, see {run_dir.with_suffix('.log')})", "wall_s": wall,
+                "run_dir": run_dir}
     final = json.loads((run_dir / "final_eval.json").read_text())
     rows = {row["name"]: row for row in final["rows"]}
     history = read_metrics(run_dir)
     untrained = next((row for row in history if row["epoch"] == -1), {})
     last = next((row for row in reversed(history) if "ari_visible" in row), {})
-    return {"method": method, "status": "ok", "epochs": final["epoch"] + 1, "wall_s": wall,
+    return {"method": method, "status": "ok", "epochs": final["epoch"] + 1, "wall_s": wall, "run_dir": run_dir,
             "all": rows.get("sysu all", {}), "indoor": rows.get("sysu indoor", {}),
             "untrained_mAP": untrained.get("mAP"), "ari_visible": last.get("ari_visible"),
             "ari_infrared": last.get("ari_infrared")}

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {machine()}; native bfloat16: {bf16_instructions()}; {args.num_workers} Ray workers; "
           f"started {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
     result = run_one(METHOD, args)
-    run_dir = storage / f"bench-{METHOD}"
+    run_dir = result["run_dir"]
     cache = "not checked (the command failed)"
     if result["status"] == "ok":
         tree = Path(prepare_data(config).testset.root)  # already there: the command found or made it
