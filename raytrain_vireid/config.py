@@ -194,6 +194,9 @@ class RunSettings:
     actor_resources: dict[str, float] = field(default_factory=dict)  # e.g. {memory_actor: 1} on KubeRay
     keep_checkpoints: int = 2
     progress: str = "auto"  # auto | bar | plain
+    # Per training worker: test-transformed images kept in memory for the next extraction or evaluation of the same
+    # rows (train.extract.ImageCache; 0: decode every time). Features are bit-identical either way.
+    image_cache_mb: float = 512.0
 
 
 @dataclass
@@ -501,6 +504,7 @@ def validate(config: Config) -> None:
         ("data.loader_workers", config.data.loader_workers),
         ("run.num_workers", config.run.num_workers),
         ("run.max_failures", config.run.max_failures),
+        ("run.image_cache_mb", config.run.image_cache_mb),
         ("stage.stage2_epoch", config.stage.stage2_epoch),
         ("stage.cross_epoch", config.stage.cross_epoch),
         ("pseudo.prior_epochs", config.pseudo.prior_epochs),

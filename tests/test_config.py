@@ -32,6 +32,7 @@ def test_k1_and_eps_take_one_value_per_modality():
         ("pseudo.prior_weight=1.5", "pseudo.prior_weight: must be in [0, 1], got 1.5"),
         ("pseudo.prior_k=0", "pseudo.prior_k: must be > 0, got 0"),
         ("pseudo.prior_epochs=-1", "pseudo.prior_epochs: must be >= 0, got -1"),
+        ("run.image_cache_mb=-1", "run.image_cache_mb: must be >= 0, got -1"),
         ("train.precision=fp16", "train.precision: 'fp16' is not one of fp32, bf16, auto"),
     ],
 )

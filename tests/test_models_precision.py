@@ -1,5 +1,6 @@
 """Mixed precision: which dtype ``train.precision`` resolves to, and that only the network's forward pass runs in it."""
 
+import json
 import time
 
 import pytest
@@ -9,7 +10,8 @@ from raytrain_vireid import VISIBLE
 from raytrain_vireid.models import build_model
 from raytrain_vireid.models.features import embed
 from raytrain_vireid.models.pooling import GeM
-from raytrain_vireid.models.precision import AUTO_MIN_SPEEDUP, autocast_dtype, native_bf16
+from raytrain_vireid.models.precision import (AUTO_MIN_SPEEDUP, RememberedChoice, autocast_dtype, cpu_identity,
+                                              native_bf16)
 from raytrain_vireid.train.loop import forward_views, precision_probe
 
 CPU = torch.device("cpu")
@@ -46,6 +48,47 @@ def test_auto_is_bf16_only_where_the_cpu_has_it_and_the_probe_finds_it_faster(mo
     assert autocast_dtype("bf16", CPU, step) == torch.bfloat16  # asked for explicitly: emulated if need be
     assert autocast_dtype("fp32", CPU, step) is None
     assert len(calls) == (6 if cpu_has_bf16 else 0)  # one warm-up and two timed calls per dtype, for auto only
+
+
+def test_auto_remembers_its_probed_decision_per_machine_and_workload(monkeypatch, tmp_path):
+    """A second run with the same key takes the first run's decision without probing, even where a probe would now
+    choose otherwise; another key probes again; an unreadable file is probed over, an unwritable one only warns."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    path = tmp_path / "cache" / "precision_auto.json"
+    key = {"cpu": cpu_identity(), "rows": 16}
+    fast, fast_calls = timed_step({"fp32": 0.05, "bf16": 0.05 / 3})
+    slow, slow_calls = timed_step({"fp32": 0.02, "bf16": 0.06})
+    first = RememberedChoice(path, key)
+    assert autocast_dtype("auto", CPU, fast, first) == torch.bfloat16 and len(fast_calls) == 6
+    assert first.note.startswith("probed: bfloat16 at") and str(path) in first.note
+    again = RememberedChoice(path, dict(key))
+    assert autocast_dtype("auto", CPU, slow, again) == torch.bfloat16 and slow_calls == []
+    assert again.note == f"as probed before on this machine: {path}"
+    other = RememberedChoice(path, {**key, "rows": 8})
+    assert autocast_dtype("auto", CPU, slow, other) is None and len(slow_calls) == 6
+    assert {e["precision"] for e in json.loads(path.read_text()).values()} == {"bf16", "fp32"}  # both kept
+
+    path.write_text("{not json")
+    with pytest.warns(UserWarning, match="unreadable, probing again"):
+        assert autocast_dtype("auto", CPU, slow, RememberedChoice(path, key)) is None
+    assert [e["precision"] for e in json.loads(path.read_text()).values()] == ["fp32"]
+    blocked = RememberedChoice(tmp_path / "a-file" / "precision_auto.json", key)
+    (tmp_path / "a-file").write_text("")
+    with pytest.warns(UserWarning, match="cannot remember the precision decision"):
+        assert autocast_dtype("auto", CPU, fast, blocked) == torch.bfloat16
+    assert "remembered" not in blocked.note
+    assert autocast_dtype("fp32", CPU, fast, RememberedChoice(path, key)) is None  # only auto consults it
+
+
+def test_cpu_identity_reads_the_model_and_a_digest_of_the_flags(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx512_bf16\n\n"
+                    "processor\t: 1\nmodel name\t: Some CPU\nflags\t\t: fpu avx512_bf16\n")
+    identity = cpu_identity(info)
+    assert identity["model"] == "Some CPU" and len(identity["flags"]) == 16
+    info.write_text("model name\t: Some CPU\nflags\t\t: fpu\n")
+    assert cpu_identity(info)["flags"] != identity["flags"]  # the same model with fewer instructions differs
+    assert cpu_identity(tmp_path / "missing")["model"]  # no cpuinfo: the platform's name
 
 
 def test_a_torch_without_the_cpu_query_means_float32(monkeypatch):

@@ -263,3 +263,45 @@ def test_multi_tensor_optimizer_steps_match_the_per_parameter_loop_bit_for_bit(o
     assert not all(torch.equal(p, b) for p, b in zip(nets[0].parameters(), before))  # the steps moved them
     for (name, mine), theirs in zip(nets[0].named_parameters(), nets[1].parameters()):
         assert torch.equal(mine, theirs), name
+
+
+def test_image_cache_keeps_what_fits_and_changes_no_feature(tmp_path, monkeypatch):
+    """``run.image_cache_mb``: a second extraction of the same rows decodes only what did not fit in the budget,
+    entries are whole modalities, and the features are bit-identical to an uncached extraction's."""
+    import pyarrow as pa
+    from PIL import Image
+
+    from raytrain_vireid.data import datasets
+    from raytrain_vireid.models import build_model
+    from raytrain_vireid.train.extract import ImageCache, extract_features
+
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(5):  # 2 visible, 3 infrared
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (64, 32, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    table = pa.table({"path": paths, "modality": pa.array([0, 0, 1, 1, 1], pa.int8())})
+    model = build_model("resnet", depth=18, pretrained=None).eval()
+    decoded = []
+    real_open = datasets.open_image
+    monkeypatch.setattr(datasets, "open_image", lambda path: decoded.append(path) or real_open(path))
+    kwargs = dict(height=64, width=32, batch_size=2)
+    plain = extract_features(model, table, torch.device("cpu"), **kwargs)["global"]
+    one_image_mb = 3 * 64 * 32 * 4 / 2**20
+    caches = {}
+    for budget, second_decodes in ((5 * one_image_mb, []), (3.5 * one_image_mb, paths[2:]), (2.5 * one_image_mb, paths[2:]),
+                                   (1.5 * one_image_mb, paths), (0, paths)):
+        cache = caches[budget] = ImageCache(budget)
+        first = extract_features(model, table, torch.device("cpu"), image_cache=cache, **kwargs)["global"]
+        decoded.clear()
+        second = extract_features(model, table, torch.device("cpu"), image_cache=cache, **kwargs)["global"]
+        assert decoded == second_decodes, budget
+        assert cache.used <= cache.budget
+        np.testing.assert_array_equal(first, plain)
+        np.testing.assert_array_equal(second, plain)
+    other = table.take(pa.array([1, 0, 2, 3, 4]))  # visible rows in another order: a new entry, not the cached one
+    decoded.clear()
+    swapped = extract_features(model, other, torch.device("cpu"), image_cache=caches[5 * one_image_mb], **kwargs)
+    assert decoded == [paths[1], paths[0]]
+    np.testing.assert_array_equal(swapped["global"], plain[[1, 0, 2, 3, 4]])

@@ -8,14 +8,22 @@ as it was.
 ``auto`` takes bfloat16 on a CUDA GPU that supports it. On a CPU it takes it only where the CPU has the instructions
 and a probe of the run's own training step measures it clearly faster: having them does not make it faster (the
 two-stream ResNet-18 step at 64x32 ran 1.6x faster in bfloat16 on a 2-core AMD EPYC with AVX512-BF16, but 7-11 %
-slower on a 2-core Intel Xeon with AMX, benchmarks/synthetic_results.md).
+slower on a 2-core Intel Xeon with AMX, benchmarks/synthetic_results.md). That probe is a timing, so where the two
+are close two runs on one machine could choose differently (it chose bfloat16 for one of four runs on that Xeon) and
+their numbers would not compare: the decision is remembered per machine and workload (:class:`RememberedChoice`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import os
+import platform
 import time
-from typing import Callable, ContextManager, Mapping
+import warnings
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Mapping
 
 import torch
 
@@ -47,13 +55,81 @@ def best_time(call: Callable[[], None], repeats: int = 2) -> float:
     return min(times)
 
 
-def autocast_dtype(precision: str, device: torch.device,
-                   step: Callable[[torch.dtype | None], None] | None = None) -> torch.dtype | None:
+def cpu_identity(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
+    """What tells this machine's CPUs apart for a timing: model name, logical CPUs, and a digest of the instruction
+    set flags (a hypervisor may hide some of one model's); ``platform.processor()`` where there is no cpuinfo."""
+    try:
+        lines = cpuinfo.read_text().splitlines()
+    except OSError:
+        lines = []
+    first = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        first.setdefault(key.strip(), value.strip())
+    return {"model": first.get("model name") or platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "flags": hashlib.sha256(first.get("flags", "").encode()).hexdigest()[:16]}
+
+
+class RememberedChoice:
+    """``auto``'s probed CPU decision for one workload on one machine, kept in a JSON file between runs.
+
+    ``key`` names the workload and the machine (e.g. the network, its batch and image size, :func:`cpu_identity`,
+    torch's version and threads). The first run probes and writes its decision; later runs with the same key take
+    it without probing, so runs on one machine compute in one precision. Delete the file to probe again. A file that
+    cannot be read counts as empty and one that cannot be written only costs the next run a probe (a warning each).
+    """
+
+    def __init__(self, path: str | Path, key: Mapping[str, Any]) -> None:
+        self.path = Path(path)
+        self.key = dict(key)
+        self.digest = hashlib.sha256(json.dumps(self.key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        self.note = ""  # how the last load/save went, for the run's log
+
+    def _entries(self) -> dict[str, Any]:
+        if not self.path.is_file():
+            return {}
+        try:
+            entries = json.loads(self.path.read_text())
+        except (OSError, ValueError) as exc:
+            warnings.warn(f"{self.path}: unreadable, probing again ({exc})", stacklevel=3)
+            return {}
+        return entries if isinstance(entries, dict) else {}
+
+    def load(self) -> str | None:
+        """The remembered precision name for this key, or None."""
+        entry = self._entries().get(self.digest)
+        name = entry.get("precision") if isinstance(entry, dict) else None
+        if name not in DTYPES:
+            return None
+        self.note = f"as probed before on this machine: {self.path}"
+        return name
+
+    def save(self, name: str, bf16_speedup: float) -> None:
+        """Remember ``name``, chosen where bfloat16 ran ``bf16_speedup`` times float32's speed (atomic write)."""
+        entries = self._entries()
+        entries[self.digest] = {"precision": name, "bf16_speedup": round(bf16_speedup, 3), "key": self.key}
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(entries, indent=1, default=str))
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            warnings.warn(f"{self.path}: cannot remember the precision decision ({exc})", stacklevel=2)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            self.note = f"probed: bfloat16 at {bf16_speedup:.2f}x float32's speed"
+            return
+        self.note = f"probed: bfloat16 at {bf16_speedup:.2f}x float32's speed; remembered in {self.path}"
+
+
+def autocast_dtype(precision: str, device: torch.device, step: Callable[[torch.dtype | None], None] | None = None,
+                   remembered: RememberedChoice | None = None) -> torch.dtype | None:
     """``torch.bfloat16`` or None (float32) for ``precision`` on ``device``.
 
     ``auto``: bfloat16 on a CUDA GPU that supports it; on a CPU with native bfloat16, only if ``step(dtype)`` (one
     training step at that autocast dtype, which must leave the run's state alone) takes bfloat16 at least
-    ``AUTO_MIN_SPEEDUP`` times faster than float32; float32 elsewhere, and on such a CPU without a ``step``.
+    ``AUTO_MIN_SPEEDUP`` times faster than float32; float32 elsewhere, and on such a CPU without a ``step``. With
+    ``remembered``, a decision it holds replaces the probe, and a probed one is saved to it.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -65,8 +141,14 @@ def autocast_dtype(precision: str, device: torch.device,
         return torch.bfloat16
     if step is None:
         return None
-    faster = best_time(lambda: step(None)) >= AUTO_MIN_SPEEDUP * best_time(lambda: step(torch.bfloat16))
-    return torch.bfloat16 if faster else None
+    known = remembered.load() if remembered is not None else None
+    if known is not None:
+        return DTYPES[known]
+    speedup = best_time(lambda: step(None)) / best_time(lambda: step(torch.bfloat16))
+    dtype = torch.bfloat16 if speedup >= AUTO_MIN_SPEEDUP else None
+    if remembered is not None:
+        remembered.save(precision_name(dtype), speedup)
+    return dtype
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> ContextManager:

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from raytrain_vireid import INFRARED, VISIBLE
 from raytrain_vireid.eval.evaluate import EvalResult, evaluate, evaluate_pairs
-from raytrain_vireid.train.extract import Progress, test_embedding
+from raytrain_vireid.train.extract import ImageCache, Progress, test_embedding
 
 
 @dataclass(frozen=True)
@@ -26,22 +26,26 @@ class TestSet:
 
 def evaluate_model(model: nn.Module, device: torch.device, testset: TestSet, *, height: int, width: int,
                    loader_workers: int = 0, progress: Progress | None = None, rank: int = 0,
-                   world_size: int = 1, amp_dtype: torch.dtype | None = None) -> EvalResult:
+                   world_size: int = 1, amp_dtype: torch.dtype | None = None,
+                   image_cache: ImageCache | None = None) -> EvalResult:
     """Run ``testset``'s protocol with the model's flip-averaged features (all heads concatenated).
 
     With ``world_size`` > 1 every rank calls this: the images are embedded in shares and all-gathered.
     """
     embed = test_embedding(model, device, rank, world_size, height=height, width=width,
-                           loader_workers=loader_workers, progress=progress, amp_dtype=amp_dtype)
+                           loader_workers=loader_workers, progress=progress, amp_dtype=amp_dtype,
+                           image_cache=image_cache)
     return evaluate(testset.protocol, testset.root, embed, trials=testset.trials)
 
 
 def validate_model(model: nn.Module, device: torch.device, table: pa.Table, *, height: int, width: int,
                    loader_workers: int = 0, progress: Progress | None = None, rank: int = 0,
-                   world_size: int = 1, amp_dtype: torch.dtype | None = None) -> EvalResult:
+                   world_size: int = 1, amp_dtype: torch.dtype | None = None,
+                   image_cache: ImageCache | None = None) -> EvalResult:
     """Score identities carved from the training split: infrared queries against every visible image."""
     embed = test_embedding(model, device, rank, world_size, height=height, width=width,
-                           loader_workers=loader_workers, progress=progress, amp_dtype=amp_dtype)
+                           loader_workers=loader_workers, progress=progress, amp_dtype=amp_dtype,
+                           image_cache=image_cache)
     features = embed(table)
     modality, pids = table["modality"].to_numpy(), table["pid"].to_numpy()
     query, gallery = modality == INFRARED, modality == VISIBLE

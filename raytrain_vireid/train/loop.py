@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from raytrain_vireid.config import Config, config_from_dict
+from raytrain_vireid.data.synthetic import default_cache_dir
 from raytrain_vireid.memory.actor import get_memory_actor
 from raytrain_vireid.methods import get_method
 from raytrain_vireid.methods.base import VIEW_A, VIEW_R, VIEW_V, Batch, Method
@@ -39,7 +40,8 @@ from raytrain_vireid.methods.supervised import SupervisedIdentity
 from raytrain_vireid.methods.warmup import InstanceWarmup
 from raytrain_vireid.models import build_model, param_groups
 from raytrain_vireid.models.identity import WithIdentityClassifier
-from raytrain_vireid.models.precision import DTYPES, autocast, autocast_dtype, float32_outputs, precision_name
+from raytrain_vireid.models.precision import (DTYPES, RememberedChoice, autocast, autocast_dtype, cpu_identity,
+                                              float32_outputs, precision_name)
 from raytrain_vireid.train.batches import EpochImages
 from raytrain_vireid.train.checkpoint import (load_init_weights, load_scheduler_state, load_state, rank_rng_state,
                                              rng_state, save_state, set_rng_state)
@@ -47,11 +49,12 @@ from raytrain_vireid.train.distributed import (all_gather_objects, all_gather_ro
                                                broadcast_buffers, spread)
 from raytrain_vireid.eval.evaluate import EvalResult
 from raytrain_vireid.train.evaluation import TestSet, epoch_metrics, evaluate_model, final_table, validate_model
-from raytrain_vireid.train.extract import extract_features, shard_rows
+from raytrain_vireid.train.extract import ImageCache, extract_features, shard_rows
 from raytrain_vireid.train.progress import log, make_progress
 from raytrain_vireid.train.report import MetricsLogger
 
 FINAL_EVAL_FILE = "final_eval.json"
+PRECISION_FILE = "precision_auto.json"  # train.precision auto's remembered decisions, in the data cache folder
 
 
 def build_model_from_config(config: Config) -> nn.Module:
@@ -178,6 +181,7 @@ class Worker:
         self.prior_term = None if neighbours is None else PriorNeighbourTerm(
             neighbours, self.method.modality, self.heads[0], config.memory.temperature, config.memory.instance_momentum)
         self.images: dict[int, EpochImages] = {}  # by augmentation stage, built when first needed
+        self.image_cache = ImageCache(config.run.image_cache_mb)  # the shard's and the test set's, between epochs
         self.shard = shard_rows(self.table.num_rows, self.rank, self.world)
         self.start_epoch, self.history = 0, []
         self.logger = MetricsLogger(self.run_dir) if self.rank == 0 else None
@@ -209,20 +213,26 @@ class Worker:
 
     def choose_precision(self, restored: str | None) -> None:
         """``train.precision`` resolved once per run: a resumed run keeps the one its checkpoint was trained in;
-        otherwise rank 0 resolves it (probing the step for ``auto``) and every rank takes its answer."""
-        name = restored
+        otherwise rank 0 resolves it (for ``auto``: as remembered for this machine and step, else by probing the
+        step) and every rank takes its answer."""
+        name, how = restored, "as its checkpoint" if restored is not None else ""
         if name is None:
             if self.rank == 0:
                 t, data = self.config.train, self.config.data
-                probe = None if t.precision != "auto" else precision_probe(
-                    self.net, max(1, t.ids_per_modality * t.instances // self.world), data.height, data.width,
-                    self.device)
-                name = precision_name(autocast_dtype(t.precision, self.device, probe))
+                probe = remembered = None
+                if t.precision == "auto":
+                    rows = max(1, t.ids_per_modality * t.instances // self.world)
+                    probe = precision_probe(self.net, rows, data.height, data.width, self.device)
+                    remembered = RememberedChoice(
+                        Path(data.cache_dir or default_cache_dir()).expanduser() / PRECISION_FILE,
+                        {"cpu": cpu_identity(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                         "model": self.config.to_dict()["model"], "rows": rows, "size": [data.height, data.width]})
+                name = precision_name(autocast_dtype(t.precision, self.device, probe, remembered))
+                how = remembered.note if remembered is not None else ""
             name = all_gather_objects(name)[0]
         self.amp_dtype = DTYPES[name]
         if self.rank == 0:
-            log(f"precision: {name} (train.precision={self.config.train.precision}"
-                + (", as its checkpoint)" if restored is not None else ")"))
+            log(f"precision: {name} (train.precision={self.config.train.precision}" + (f"; {how})" if how else ")"))
 
     # ---- phases ---------------------------------------------------------------------------------
     def relabel(self, epoch: int, timings: dict[str, float]) -> tuple[Any, Any, dict[str, float]]:
@@ -233,7 +243,8 @@ class Worker:
                                     width=data.width, loader_workers=data.loader_workers,
                                     on_bad_image=data.on_bad_image, progress=self.progress,
                                     dtype=np.dtype(self.config.pseudo.feature_dtype),
-                                    visible_gray=self.config.pseudo.visible_gray, amp_dtype=self.amp_dtype)
+                                    visible_gray=self.config.pseudo.visible_gray, amp_dtype=self.amp_dtype,
+                                    image_cache=self.image_cache)
         timings["time_extract"] = time.perf_counter() - start
         start = time.perf_counter()
         ray.get(self.actor.put_features.remote(self.shard, features))
@@ -351,13 +362,13 @@ class Worker:
         data = self.config.data
         return validate_model(self.net, self.device, self.val_table, height=data.height, width=data.width,
                               loader_workers=data.loader_workers, progress=self.progress, rank=self.rank,
-                              world_size=self.world, amp_dtype=self.amp_dtype)
+                              world_size=self.world, amp_dtype=self.amp_dtype, image_cache=self.image_cache)
 
     def test(self) -> EvalResult:
         data = self.config.data
         return evaluate_model(self.net, self.device, self.testset, height=data.height, width=data.width,
                               loader_workers=data.loader_workers, progress=self.progress, rank=self.rank,
-                              world_size=self.world, amp_dtype=self.amp_dtype)
+                              world_size=self.world, amp_dtype=self.amp_dtype, image_cache=self.image_cache)
 
     def evaluate_untrained(self) -> None:
         """``eval.untrained``: score the network before any training, logged as epoch −1."""
