@@ -25,14 +25,12 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from test_eval_metrics import loop_reference  # noqa: E402  (the plain per-query transcription)
 
+from raytrain_vireid.cpu import cpu_model  # noqa: E402
 from raytrain_vireid.eval.metrics import eval_regdb, eval_sysu  # noqa: E402
 
 
 def machine() -> str:
-    model = "unknown"
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as handle:
-            model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), model)
+    model = cpu_model() or "unknown"
     return (f"{os.cpu_count()} cores, {model}; Python {platform.python_version()}, NumPy {np.__version__}")
 
 

@@ -89,13 +89,9 @@ def machine_line() -> str:
     import scipy
     import sklearn
 
-    model = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    from raytrain_vireid.cpu import cpu_model
+
+    model = cpu_model() or "unknown CPU"
     return (
         f"{os.cpu_count()} cores, {model}; Python {platform.python_version()}, NumPy {numpy.__version__}, "
         f"SciPy {scipy.__version__}, scikit-learn {sklearn.__version__}, faiss {faiss.__version__}"

@@ -34,6 +34,7 @@ import torch
 
 import raytrain_vireid
 from raytrain_vireid.config import Config, build_config
+from raytrain_vireid.cpu import cpu_model
 from raytrain_vireid.memory.actor import supervised_labelset
 from raytrain_vireid.train.batches import EpochImages
 from raytrain_vireid.train.extract import extract_features
@@ -48,14 +49,7 @@ PHASES = ("time_extract", "time_ship", "time_relabel", "time_train", "time_eval"
 
 
 def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model() or "unknown CPU"
     return (f"{os.cpu_count()} cores, {model}; Python {platform.python_version()}, torch {torch.__version__}, "
             f"ray {ray.__version__}, numpy {np.__version__}, raytrain_vireid {raytrain_vireid.__version__}")
 

@@ -31,6 +31,7 @@ from methods import run_one  # noqa: E402  (the sibling benchmark's runner and r
 from train_throughput import PHASES, machine  # noqa: E402
 
 from raytrain_vireid.config import build_config  # noqa: E402
+from raytrain_vireid.cpu import CPUINFO, cpuinfo  # noqa: E402
 from raytrain_vireid.data.synthetic import COMPLETE_MARKER  # noqa: E402
 from raytrain_vireid.errors import UserArgumentParser, UserError, run_cli as run_command  # noqa: E402
 from raytrain_vireid.train.launch import prepare_data  # noqa: E402
@@ -41,11 +42,10 @@ METHOD = "baseline"  # the default command's method
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def bf16_instructions(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+def bf16_instructions(path: Path = CPUINFO) -> str:
     """The CPU's native bfloat16 instruction sets as ``/proc/cpuinfo`` lists them, or a line saying there are none."""
     try:
-        flags = next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines()
-                      if line.startswith("flags")), [])
+        flags = cpuinfo(path).get("flags", "").split()
     except OSError:
         return "unknown (no /proc/cpuinfo)"
     found = [flag for flag in BF16_FLAGS if flag in flags]

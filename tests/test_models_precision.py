@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from raytrain_vireid import VISIBLE
+from raytrain_vireid.cpu import cpu_model
 from raytrain_vireid.models import build_model
 from raytrain_vireid.models.features import embed
 from raytrain_vireid.models.pooling import GeM
@@ -86,6 +87,7 @@ def test_cpu_identity_reads_the_model_and_a_digest_of_the_flags(tmp_path):
                     "processor\t: 1\nmodel name\t: Some CPU\nflags\t\t: fpu avx512_bf16\n")
     identity = cpu_identity(info)
     assert identity["model"] == "Some CPU" and len(identity["flags"]) == 16
+    assert cpu_model(info) == "Some CPU" and cpu_model(tmp_path / "missing") is None  # what the benchmarks print
     info.write_text("model name\t: Some CPU\nflags\t\t: fpu\n")
     assert cpu_identity(info)["flags"] != identity["flags"]  # the same model with fewer instructions differs
     assert cpu_identity(tmp_path / "missing")["model"]  # no cpuinfo: the platform's name

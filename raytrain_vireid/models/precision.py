@@ -28,6 +28,7 @@ from typing import Any, Callable, ContextManager, Mapping
 import torch
 
 from raytrain_vireid.config import PRECISIONS
+from raytrain_vireid.cpu import CPUINFO, cpuinfo
 DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
 # ``auto`` on a CPU: bfloat16 must run the probed step this many times faster than float32. The margin keeps timing
 # noise from flipping the choice between two runs on one machine, where the gain is small anyway.
@@ -55,19 +56,15 @@ def best_time(call: Callable[[], None], repeats: int = 2) -> float:
     return min(times)
 
 
-def cpu_identity(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
+def cpu_identity(path: Path = CPUINFO) -> dict[str, Any]:
     """What tells this machine's CPUs apart for a timing: model name, logical CPUs, and a digest of the instruction
     set flags (a hypervisor may hide some of one model's); ``platform.processor()`` where there is no cpuinfo."""
     try:
-        lines = cpuinfo.read_text().splitlines()
+        fields = cpuinfo(path)
     except OSError:
-        lines = []
-    first = {}
-    for line in lines:
-        key, _, value = line.partition(":")
-        first.setdefault(key.strip(), value.strip())
-    return {"model": first.get("model name") or platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "flags": hashlib.sha256(first.get("flags", "").encode()).hexdigest()[:16]}
+        fields = {}
+    return {"model": fields.get("model name") or platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "flags": hashlib.sha256(fields.get("flags", "").encode()).hexdigest()[:16]}
 
 
 class RememberedChoice:
