@@ -1,5 +1,6 @@
 """Mixed precision: which dtype ``train.precision`` resolves to, and that only the network's forward pass runs in it."""
 
+import copy
 import json
 import time
 
@@ -145,14 +146,20 @@ def test_bf16_extraction_is_normalised_float32_and_close_to_float32(model):
     assert (half * full).sum(1).min() > 0.99 and not torch.equal(half, full)
 
 
-def test_precision_probe_leaves_the_network_and_the_rngs_alone(model):
+def test_precision_probe_leaves_the_network_and_the_rngs_alone(model, monkeypatch):
     model.train()
     model.zero_grad(set_to_none=True)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
+    copies = []
+    real_deepcopy = copy.deepcopy
+    monkeypatch.setattr(copy, "deepcopy",
+                        lambda obj, *memo: (obj is model and copies.append(obj)) or real_deepcopy(obj, *memo))
     step = precision_probe(model, 4, 64, 32, CPU)
+    assert copies == []  # nothing copied until a probe runs (a remembered decision runs none)
     step(None)
     step(torch.bfloat16)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics included
     assert torch.equal(torch.get_rng_state(), rng)
     assert all(p.grad is None for p in model.parameters())
+    assert copies == [model]  # one copy serves every call

@@ -14,6 +14,7 @@ warm-up epochs.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import os
@@ -113,11 +114,16 @@ def precision_probe(net: nn.Module, rows: int, height: int, width: int,
                     device: torch.device) -> Callable[[torch.dtype | None], None]:
     """``step(dtype)``: one training forward and backward of ``rows`` images per view at that autocast dtype, on a
     copy of ``net`` with random images from a private generator, so that probing leaves the network, its BatchNorm
-    statistics and every RNG as they were (``train.precision: auto``)."""
-    probe = copy.deepcopy(net).train()
-    images = torch.rand(3, rows, 3, height, width, generator=torch.Generator().manual_seed(0)).to(device)
+    statistics and every RNG as they were (``train.precision: auto``). The copy is made at the first call: a decision
+    remembered for this machine (``models.precision.RememberedChoice``) makes none."""
+
+    @functools.cache
+    def copies() -> tuple[nn.Module, torch.Tensor]:
+        images = torch.rand(3, rows, 3, height, width, generator=torch.Generator().manual_seed(0)).to(device)
+        return copy.deepcopy(net).train(), images
 
     def step(dtype: torch.dtype | None) -> None:
+        probe, images = copies()
         outputs = forward_views(probe, *images, device, dtype)
         sum(outputs[head].sum() for head in probe.heads).backward()
         probe.zero_grad(set_to_none=True)
