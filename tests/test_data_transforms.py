@@ -1,10 +1,12 @@
 import random
 
+import numpy as np
 import pytest
 import torch
 
-from raytrain_vireid.data.transforms import (IMAGENET_MEAN, ChannelAdapGray, ChannelExchange, ChannelRandomErasing,
-                                             LinearTransform, RandomToneCurve, build_transform, crop_padding)
+from raytrain_vireid.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, ChannelAdapGray, ChannelExchange,
+                                             ChannelRandomErasing, EvalTransform, LinearTransform, Luminance,
+                                             RandomToneCurve, build_transform, crop_padding)
 from raytrain_vireid.errors import UserError
 
 
@@ -73,7 +75,6 @@ def test_pipelines_and_policy_errors():
     image = Image.new("RGB", (30, 70), (200, 10, 10))
     out = build_transform("visible_aug", ["channel_exchange", "erasing:0.9"], 64, 32)(image)
     assert out.shape == (3, 64, 32)
-    assert build_transform("infrared", None, 64, 32, train=False)(image).shape == (3, 64, 32)
     with pytest.raises(UserError, match="augmentation 'blur': unknown; valid names"):
         build_transform("visible", ["blur"], 64, 32)
     stages = [type(t).__name__ for t in build_transform("visible", ["erasing", "linear"], 64, 32).transforms]
@@ -81,6 +82,23 @@ def test_pipelines_and_policy_errors():
     assert stages.index("Normalize") < stages.index("ChannelRandomErasing")
     with pytest.raises(UserError, match="probability must be in"):
         build_transform("visible", ["erasing:2"], 64, 32)
+
+
+def test_eval_transform_in_two_halves_equals_the_one_image_pipeline_to_the_bit():
+    """Extraction decodes to uint8 in the loader and finishes whole batches: the same floats as Resize → ToTensor →
+    [luminance] → Normalize applied to each image."""
+    from PIL import Image
+    from torchvision import transforms as T
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (70 + i, 30 + 2 * i, 3), dtype=np.uint8)) for i in range(4)]
+    for gray in (False, True):
+        reference = T.Compose([T.Resize((64, 32)), T.ToTensor(), *([Luminance()] if gray else []),
+                               T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        halves = EvalTransform(64, 32, gray=gray)
+        pixels = torch.stack([halves.decode(image) for image in images])
+        assert pixels.dtype == torch.uint8 and pixels.shape == (4, 3, 64, 32)
+        assert torch.equal(halves.finish(pixels), torch.stack([reference(image) for image in images]))
 
 
 def test_tone_curve_maps_luminance_through_random_knots():

@@ -266,8 +266,9 @@ def test_multi_tensor_optimizer_steps_match_the_per_parameter_loop_bit_for_bit(o
 
 
 def test_image_cache_keeps_what_fits_and_changes_no_feature(tmp_path, monkeypatch):
-    """``run.image_cache_mb``: a second extraction of the same rows decodes only what did not fit in the budget,
-    entries are whole modalities, and the features are bit-identical to an uncached extraction's."""
+    """``run.image_cache_mb``: a second extraction of the same rows decodes only what did not fit in the budget
+    (each modality's entry is all its images or whole batches of them, as 8-bit pixels), and the features are
+    bit-identical to an uncached extraction's, in colour and in ``pseudo.visible_gray``'s luminance."""
     import pyarrow as pa
     from PIL import Image
 
@@ -279,7 +280,7 @@ def test_image_cache_keeps_what_fits_and_changes_no_feature(tmp_path, monkeypatc
     paths = []
     for i in range(5):  # 2 visible, 3 infrared
         path = tmp_path / f"{i}.png"
-        Image.fromarray(rng.integers(0, 256, (64, 32, 3), dtype=np.uint8)).save(path)
+        Image.fromarray(rng.integers(0, 256, (70, 30, 3), dtype=np.uint8)).save(path)
         paths.append(str(path))
     table = pa.table({"path": paths, "modality": pa.array([0, 0, 1, 1, 1], pa.int8())})
     model = build_model("resnet", depth=18, pretrained=None).eval()
@@ -288,10 +289,12 @@ def test_image_cache_keeps_what_fits_and_changes_no_feature(tmp_path, monkeypatc
     monkeypatch.setattr(datasets, "open_image", lambda path: decoded.append(path) or real_open(path))
     kwargs = dict(height=64, width=32, batch_size=2)
     plain = extract_features(model, table, torch.device("cpu"), **kwargs)["global"]
-    one_image_mb = 3 * 64 * 32 * 4 / 2**20
+    gray = extract_features(model, table, torch.device("cpu"), visible_gray=True, **kwargs)["global"]
+    assert not np.array_equal(gray[:2], plain[:2]) and np.array_equal(gray[2:], plain[2:])
+    one_image_mb = 3 * 64 * 32 / 2**20  # uint8 pixels
     caches = {}
-    for budget, second_decodes in ((5 * one_image_mb, []), (3.5 * one_image_mb, paths[2:]), (2.5 * one_image_mb, paths[2:]),
-                                   (1.5 * one_image_mb, paths), (0, paths)):
+    for budget, second_decodes in ((5 * one_image_mb, []), (4.5 * one_image_mb, paths[4:]),
+                                   (3.5 * one_image_mb, paths[2:]), (1.5 * one_image_mb, paths), (0, paths)):
         cache = caches[budget] = ImageCache(budget)
         first = extract_features(model, table, torch.device("cpu"), image_cache=cache, **kwargs)["global"]
         decoded.clear()
@@ -300,6 +303,10 @@ def test_image_cache_keeps_what_fits_and_changes_no_feature(tmp_path, monkeypatc
         assert cache.used <= cache.budget
         np.testing.assert_array_equal(first, plain)
         np.testing.assert_array_equal(second, plain)
+        decoded.clear()
+        np.testing.assert_array_equal(extract_features(model, table, torch.device("cpu"), image_cache=cache,
+                                                       visible_gray=True, **kwargs)["global"], gray)
+        assert decoded == second_decodes, budget  # the stored pixels serve the luminance too
     other = table.take(pa.array([1, 0, 2, 3, 4]))  # visible rows in another order: a new entry, not the cached one
     decoded.clear()
     swapped = extract_features(model, other, torch.device("cpu"), image_cache=caches[5 * one_image_mb], **kwargs)

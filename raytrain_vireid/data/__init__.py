@@ -13,7 +13,7 @@ _EXPORTS = {
     "parse_data_spec": "manifest", "renumber": "manifest", "test_table": "manifest", "train_table": "manifest",
     "read_llcm": "sources", "read_regdb": "sources", "read_sysu": "sources",
     "DEFAULT_SYNTHETIC": "synthetic", "ensure_synthetic": "synthetic", "generate": "synthetic",
-    "build_transform": "transforms",
+    "EvalTransform": "transforms", "build_transform": "transforms",
 }
 __all__ = sorted(_EXPORTS)
 

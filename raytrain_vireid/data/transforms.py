@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 from torchvision import transforms as T
+from torchvision.transforms import functional as TF
 
 from ..errors import UserError
 
@@ -23,12 +24,12 @@ _GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
 FIELD_HEIGHT, FIELD_PADDING = 288, 10  # the CAJ/ADCA pipelines: Resize 288×144 → Pad 10 → RandomCrop
 
 
-def _gray(img: torch.Tensor) -> torch.Tensor:
-    return sum(w * img[c] for c, w in enumerate(_GRAY_WEIGHTS))
+def _gray(img: torch.Tensor) -> torch.Tensor:  # (..., 3, H, W) -> (..., H, W)
+    return sum(w * img.select(-3, c) for c, w in enumerate(_GRAY_WEIGHTS))
 
 
 def _as_three_channels(channel: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return channel.unsqueeze(0).expand_as(like).clone()
+    return channel.unsqueeze(-3).expand_as(like).clone()
 
 
 class Luminance:
@@ -197,10 +198,9 @@ def crop_padding(height: int) -> int:
     return max(1, round(FIELD_PADDING * height / FIELD_HEIGHT))
 
 
-def build_transform(view: str, policy: list[str] | None, height: int, width: int, train: bool = True) -> Callable:
-    """The pipeline for one view: Resize → Pad → RandomCrop → HFlip → [PIL items] → ToTensor →
-    [raw items] → Normalize → [tensor items]; ``train=False``: Resize only, then the same items (the
-    test transform with ``policy=None``; relabelling's ``pseudo.visible_gray`` passes ``["gray"]``).
+def build_transform(view: str, policy: list[str] | None, height: int, width: int) -> Callable:
+    """The training pipeline for one view: Resize → Pad → RandomCrop → HFlip → [PIL items] → ToTensor →
+    [raw items] → Normalize → [tensor items] (extraction's is :class:`EvalTransform`).
 
     The padding is the field's 10 pixels at its 288-pixel height, scaled with ``height`` (2 at 64):
     a fixed 10 would shift a 64×32 crop by up to a third of its width.
@@ -212,7 +212,27 @@ def build_transform(view: str, policy: list[str] | None, height: int, width: int
     items = [_parse_item(item) for item in policy or []]
     stage = {key: [POLICY_ITEMS[name][1](p) for name, p in items if POLICY_ITEMS[name][0] == key]
              for key in ("pil", "raw", "tensor")}
-    base = [T.Resize((height, width))]
-    if train:
-        base += [T.Pad(crop_padding(height)), T.RandomCrop((height, width)), T.RandomHorizontalFlip()]
+    base = [T.Resize((height, width)), T.Pad(crop_padding(height)), T.RandomCrop((height, width)),
+            T.RandomHorizontalFlip()]
     return T.Compose([*base, *stage["pil"], T.ToTensor(), *stage["raw"], normalize, *stage["tensor"]])
+
+
+class EvalTransform:
+    """The test pipeline, Resize → ToTensor → [luminance] → Normalize, in two halves, so that extraction moves and
+    keeps images as 8-bit pixels: ``decode`` resizes one PIL image to uint8 (3, H, W) in the loader; :meth:`finish`
+    makes a uint8 (N, 3, H, W) batch the network's input wherever the batch is (on a GPU, after a copy a quarter the
+    size of float32's). ``finish`` divides by 255 in float32 as ``ToTensor`` does, then applies the same elementwise
+    operations to every pixel, so its output equals the one-image pipeline's to the bit.
+
+    ``gray``: the visible images as their luminance (``pseudo.visible_gray``)."""
+
+    def __init__(self, height: int, width: int, gray: bool = False) -> None:
+        self.decode = T.Compose([T.Resize((height, width)), T.PILToTensor()])
+        self.gray = gray
+
+    def finish(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, H, W) → normalised float32 (N, 3, H, W), on ``pixels``' device."""
+        images = pixels.to(torch.float32).div(255)
+        if self.gray:
+            images = Luminance()(images)
+        return TF.normalize(images, IMAGENET_MEAN, IMAGENET_STD)

@@ -8,11 +8,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from raytrain_vireid import INFRARED, VISIBLE
 from raytrain_vireid.data.datasets import ImageDataset
-from raytrain_vireid.data.transforms import build_transform
+from raytrain_vireid.data.transforms import EvalTransform
 from raytrain_vireid.models.features import concat_heads, embed
 from raytrain_vireid.train.distributed import all_gather_rows
 
@@ -20,13 +20,15 @@ Progress = Callable[[Iterable, str, int], Iterable]
 
 
 class ImageCache:
-    """Test-transformed images kept in memory between extractions, within ``budget_mb`` megabytes.
+    """Decoded, resized images kept in memory between extractions, as 8-bit pixels, within ``budget_mb`` megabytes.
 
     Every epoch embeds the same training shard, and every evaluation the same test images, through the same
-    deterministic test transform; decoding and transforming them again was about an eighth of an extraction on the
-    synthetic default. An entry is one table's images of one modality, stored whole or not at all: one that does not
-    fit in what is left of the budget is decoded every time, as without a cache. Cached batches are slices of the
-    stored stack, the same tensors the loader built, so features are bit-identical either way.
+    deterministic test transform; decoding and resizing them again was about an eighth of an extraction on the
+    synthetic default. An entry is a prefix of one table's images of one modality: all of them when they fit in what
+    is left of the budget, else as many whole batches as fit; the rest is decoded every time, as without a cache.
+    The pixels are uint8 (:class:`~raytrain_vireid.data.transforms.EvalTransform`), a quarter of float32's bytes, and
+    cached batches are slices of the stored stack with the loader's batch boundaries, so features are bit-identical
+    either way.
     """
 
     def __init__(self, budget_mb: float) -> None:
@@ -34,19 +36,24 @@ class ImageCache:
         self.used = 0
         self.entries: dict[Hashable, torch.Tensor] = {}
 
-    def batches(self, key: Hashable, loader: DataLoader) -> Iterator[torch.Tensor]:
-        """``loader``'s image batches: from the entry ``key`` when stored, else decoded (and stored if it fits)."""
+    def batches(self, key: Hashable, count: int, batch_size: int,
+                load: Callable[[int], Iterable[torch.Tensor]]) -> Iterator[torch.Tensor]:
+        """The ``count`` images' batches in order: the stored prefix of entry ``key``, then ``load(start)``, the
+        decoded batches of the images from ``start`` on (a first pass stores the prefix that fits)."""
         stored = self.entries.get(key)
         if stored is not None:
-            yield from torch.split(stored, loader.batch_size)
+            yield from torch.split(stored, batch_size)
+            if len(stored) < count:
+                yield from load(len(stored))
             return
         stack, position = None, 0
-        for images, _ in loader:
+        for images in load(0):
             if position == 0:
-                size = images[0].numel() * images.element_size() * len(loader.dataset)
-                if self.used + size <= self.budget:
-                    stack = torch.empty((len(loader.dataset), *images.shape[1:]), dtype=images.dtype)
-            if stack is not None:
+                fits = (self.budget - self.used) // (images[0].numel() * images.element_size())
+                keep = count if fits >= count else fits // batch_size * batch_size
+                if keep > 0:
+                    stack = torch.empty((keep, *images.shape[1:]), dtype=images.dtype)
+            if stack is not None and position < len(stack):
                 stack[position : position + len(images)] = images
             position += len(images)
             yield images
@@ -63,32 +70,37 @@ def extract_features(model: nn.Module, table: pa.Table, device: torch.device, *,
     """``{key: (table.num_rows, D)}`` features of every row of ``table`` (in table order), for every key of
     ``model.feature_dims`` (the heads, plus any extracted part features).
 
-    Each modality is embedded with its own stem (``models.features.embed``), test transform only;
-    ``visible_gray``: visible images as their luminance (``pseudo.visible_gray``; ``data.transforms.Luminance``);
+    Each modality is embedded with its own stem (``models.features.embed``), test transform only
+    (:class:`~raytrain_vireid.data.transforms.EvalTransform`, finished on ``device``);
+    ``visible_gray``: visible images as their luminance (``pseudo.visible_gray``);
     ``amp_dtype``: the network's autocast dtype (``models.precision``; None: float32); ``image_cache``: where the
-    transformed images are kept for the next call on the same rows (:class:`ImageCache`).
+    decoded images are kept for the next call on the same rows (:class:`ImageCache`).
     """
     out = {key: np.zeros((table.num_rows, dim), dtype=dtype) for key, dim in model.feature_dims.items()}
-    transform = build_transform("visible", None, height, width, train=False)
-    transforms = {VISIBLE: build_transform("visible", ["gray"], height, width, train=False) if visible_gray else transform,
-                  INFRARED: transform}
     modality = table["modality"].to_numpy()
     for m in (VISIBLE, INFRARED):
         rows = np.flatnonzero(modality == m)
         if len(rows) == 0:
             continue
-        dataset = ImageDataset(table.take(pa.array(rows)), transforms[m], on_bad_image=on_bad_image)
-        # A private generator: a DataLoader iterator otherwise draws its base seed from torch's global
-        # generator, which the training crops and flips also use, so evaluating would change training.
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=loader_workers,
-                            generator=torch.Generator().manual_seed(0))
         gray = visible_gray and m == VISIBLE
-        images_of = ((images for images, _ in loader) if image_cache is None else
-                     image_cache.batches((m, gray, height, width, tuple(dataset.paths)), loader))
+        transform = EvalTransform(height, width, gray=gray)
+        dataset = ImageDataset(table.take(pa.array(rows)), transform.decode, on_bad_image=on_bad_image)
+
+        def load(start: int, dataset: ImageDataset = dataset) -> Iterator[torch.Tensor]:
+            part = dataset if start == 0 else Subset(dataset, range(start, len(dataset)))
+            # A private generator: a DataLoader iterator otherwise draws its base seed from torch's global
+            # generator, which the training crops and flips also use, so evaluating would change training.
+            loader = DataLoader(part, batch_size=batch_size, shuffle=False, num_workers=loader_workers,
+                                generator=torch.Generator().manual_seed(0))
+            return (pixels for pixels, _ in loader)
+
+        batches = (load(0) if image_cache is None else
+                   image_cache.batches((m, height, width, tuple(dataset.paths)), len(dataset), batch_size, load))
         label = f"extract {'visible' if m == VISIBLE else 'infrared'}"
         position = 0
-        for images in progress(images_of, label, len(loader)) if progress else images_of:
-            feats = embed(model, images.to(device, non_blocking=True), m, amp_dtype=amp_dtype)
+        for pixels in progress(batches, label, -(-len(dataset) // batch_size)) if progress else batches:
+            images = transform.finish(pixels.to(device, non_blocking=True))
+            feats = embed(model, images, m, amp_dtype=amp_dtype)
             stop = position + images.shape[0]
             for key, values in out.items():
                 values[rows[position:stop]] = feats[key].float().cpu().numpy()
