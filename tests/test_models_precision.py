@@ -49,7 +49,21 @@ def test_auto_is_bf16_only_where_the_cpu_has_it_and_the_probe_finds_it_faster(mo
     assert autocast_dtype("auto", CPU) is None  # nothing to probe: float32
     assert autocast_dtype("bf16", CPU, step) == torch.bfloat16  # asked for explicitly: emulated if need be
     assert autocast_dtype("fp32", CPU, step) is None
-    assert len(calls) == (6 if cpu_has_bf16 else 0)  # one warm-up and two timed calls per dtype, for auto only
+    assert len(calls) == (8 if cpu_has_bf16 else 0)  # one warm-up and three timed calls per dtype, for auto only
+
+
+def test_auto_probe_alternates_the_precisions_so_a_slow_spell_slows_both(monkeypatch):
+    """Both precisions equally fast, on a machine four times slower for the probe's first four calls: timed one
+    precision after the other, float32 would take the whole slow spell and bfloat16 look 4x faster."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    calls = []
+
+    def step(dtype):
+        calls.append(dtype)
+        time.sleep(0.08 if len(calls) <= 4 else 0.02)
+
+    assert autocast_dtype("auto", CPU, step) is None
+    assert calls == [None, torch.bfloat16] * 4
 
 
 def test_auto_remembers_its_probed_decision_per_machine_and_workload(monkeypatch, tmp_path):
@@ -61,13 +75,13 @@ def test_auto_remembers_its_probed_decision_per_machine_and_workload(monkeypatch
     fast, fast_calls = timed_step({"fp32": 0.05, "bf16": 0.05 / 3})
     slow, slow_calls = timed_step({"fp32": 0.02, "bf16": 0.06})
     first = RememberedChoice(path, key)
-    assert autocast_dtype("auto", CPU, fast, first) == torch.bfloat16 and len(fast_calls) == 6
+    assert autocast_dtype("auto", CPU, fast, first) == torch.bfloat16 and len(fast_calls) == 8
     assert first.note.startswith("probed: bfloat16 at") and str(path) in first.note
     again = RememberedChoice(path, dict(key))
     assert autocast_dtype("auto", CPU, slow, again) == torch.bfloat16 and slow_calls == []
     assert again.note == f"as probed before on this machine: {path}"
     other = RememberedChoice(path, {**key, "rows": 8})
-    assert autocast_dtype("auto", CPU, slow, other) is None and len(slow_calls) == 6
+    assert autocast_dtype("auto", CPU, slow, other) is None and len(slow_calls) == 8
     assert {e["precision"] for e in json.loads(path.read_text()).values()} == {"bf16", "fp32"}  # both kept
 
     path.write_text("{not json")

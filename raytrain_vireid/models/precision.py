@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import platform
 import time
@@ -45,15 +46,19 @@ def native_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and query is not None and bool(query())
 
 
-def best_time(call: Callable[[], None], repeats: int = 2) -> float:
-    """The shortest wall time of ``repeats`` calls of ``call``, after one untimed warm-up call."""
-    call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def probed_speedup(step: Callable[[torch.dtype | None], None], rounds: int = 3) -> float:
+    """How many times faster ``step(torch.bfloat16)`` runs than ``step(None)`` (float32): the ratio of their shortest
+    wall times, after one untimed warm-up call each, over ``rounds`` timed calls each. The two alternate, so that a
+    slow spell of a shared machine slows both rather than one."""
+    best = {None: math.inf, torch.bfloat16: math.inf}
+    for dtype in best:
+        step(dtype)
+    for _ in range(rounds):
+        for dtype in best:
+            start = time.perf_counter()
+            step(dtype)
+            best[dtype] = min(best[dtype], time.perf_counter() - start)
+    return best[None] / best[torch.bfloat16]
 
 
 def cpu_identity(path: Path = CPUINFO) -> dict[str, Any]:
@@ -125,7 +130,7 @@ def autocast_dtype(precision: str, device: torch.device, step: Callable[[torch.d
 
     ``auto``: bfloat16 on a CUDA GPU that supports it; on a CPU with native bfloat16, only if ``step(dtype)`` (one
     training step at that autocast dtype, which must leave the run's state alone) takes bfloat16 at least
-    ``AUTO_MIN_SPEEDUP`` times faster than float32; float32 elsewhere, and on such a CPU without a ``step``. With
+    ``AUTO_MIN_SPEEDUP`` times faster than float32 (:func:`probed_speedup`); float32 elsewhere, and on such a CPU without a ``step``. With
     ``remembered``, a decision it holds replaces the probe, and a probed one is saved to it.
     """
     if precision not in PRECISIONS:
@@ -141,7 +146,7 @@ def autocast_dtype(precision: str, device: torch.device, step: Callable[[torch.d
     known = remembered.load() if remembered is not None else None
     if known is not None:
         return DTYPES[known]
-    speedup = best_time(lambda: step(None)) / best_time(lambda: step(torch.bfloat16))
+    speedup = probed_speedup(step)
     dtype = torch.bfloat16 if speedup >= AUTO_MIN_SPEEDUP else None
     if remembered is not None:
         remembered.save(precision_name(dtype), speedup)
