@@ -130,8 +130,8 @@ def autocast_dtype(precision: str, device: torch.device, step: Callable[[torch.d
 
     ``auto``: bfloat16 on a CUDA GPU that supports it; on a CPU with native bfloat16, only if ``step(dtype)`` (one
     training step at that autocast dtype, which must leave the run's state alone) takes bfloat16 at least
-    ``AUTO_MIN_SPEEDUP`` times faster than float32 (:func:`probed_speedup`); float32 elsewhere, and on such a CPU without a ``step``. With
-    ``remembered``, a decision it holds replaces the probe, and a probed one is saved to it.
+    ``AUTO_MIN_SPEEDUP`` times faster than float32 (:func:`probed_speedup`); float32 elsewhere, and on such a CPU
+    without a ``step``. With ``remembered``, a decision it holds replaces the probe, and a probed one is saved to it.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")

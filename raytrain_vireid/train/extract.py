@@ -23,18 +23,22 @@ class ImageCache:
     """Decoded, resized images kept in memory between extractions, as 8-bit pixels, within ``budget_mb`` megabytes.
 
     Every epoch embeds the same training shard, and every evaluation the same test images, through the same
-    deterministic test transform; decoding and resizing them again was about an eighth of an extraction on the
-    synthetic default. An entry is a prefix of one table's images of one modality: all of them when they fit in what
-    is left of the budget, else as many whole batches as fit; the rest is decoded every time, as without a cache.
-    The pixels are uint8 (:class:`~raytrain_vireid.data.transforms.EvalTransform`), a quarter of float32's bytes, and
-    cached batches are slices of the stored stack with the loader's batch boundaries, so features are bit-identical
-    either way.
+    deterministic test transform; decoding and resizing them again was about a tenth of an extraction on the
+    synthetic default (benchmarks/extract_cache.py). An entry is a prefix of one table's images of one modality: all
+    of them when they fit in what is left of the budget, else as many whole batches as fit; the rest is decoded every
+    time, as without a cache. The pixels are uint8 (:class:`~raytrain_vireid.data.transforms.EvalTransform`), a
+    quarter of float32's bytes, and cached batches are slices of the stored stack with the loader's batch
+    boundaries, so features are bit-identical either way.
     """
 
     def __init__(self, budget_mb: float) -> None:
         self.budget = int(budget_mb * 2**20)
-        self.used = 0
         self.entries: dict[Hashable, torch.Tensor] = {}
+
+    @property
+    def used(self) -> int:
+        """Bytes held by the stored entries."""
+        return sum(stack.numel() * stack.element_size() for stack in self.entries.values())
 
     def batches(self, key: Hashable, count: int, batch_size: int,
                 load: Callable[[int], Iterable[torch.Tensor]]) -> Iterator[torch.Tensor]:
@@ -59,7 +63,6 @@ class ImageCache:
             yield images
         if stack is not None:  # reached only when the consumer took every batch
             self.entries[key] = stack
-            self.used += stack.numel() * stack.element_size()
 
 
 def extract_features(model: nn.Module, table: pa.Table, device: torch.device, *, height: int, width: int,
