@@ -234,9 +234,12 @@ def test_visible_gray_extraction_embeds_the_luminance_of_visible_images_only(tmp
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_multi_tensor_optimizer_steps_match_the_per_parameter_loop_bit_for_bit(optimizer):
-    """build_optimizer's multi-tensor (foreach) update must not change results: same parameters, to the bit, as
-    PyTorch's per-parameter loop on the same model, groups and gradients."""
+def test_fused_optimizer_steps_match_the_per_parameter_loop(optimizer):
+    """build_optimizer's fused update is PyTorch's per-parameter loop in one kernel: fed the same gradients, the
+    parameters agree to float32 rounding (1e-7 after three steps; Adam's β₂ at 0.99, its ε at 1e-6, AMSGrad or an
+    SGD momentum 1 % higher each fail it). Each step's gradients come from the fused copy and are given to
+    the loop's as they are: through the network a last-bit difference can flip an Adam update of a near-zero
+    gradient, which says nothing about the update's arithmetic."""
     from raytrain_vireid.config import build_config
     from raytrain_vireid.models import param_groups
     from raytrain_vireid.train.loop import build_model_from_config, build_optimizer
@@ -247,22 +250,23 @@ def test_multi_tensor_optimizer_steps_match_the_per_parameter_loop_bit_for_bit(o
     nets[1].load_state_dict(nets[0].state_dict())
     before = [p.detach().clone() for p in nets[0].parameters()]
     built, _ = build_optimizer(config, nets[0])
-    assert all(group["foreach"] for group in built.param_groups)
+    assert all(group["fused"] for group in built.param_groups)
     groups, t = param_groups(nets[1], config.train.lr, config.train.weight_decay), config.train
     reference = (torch.optim.Adam(groups, lr=t.lr, foreach=False) if optimizer == "adam"
                  else torch.optim.SGD(groups, lr=t.lr, momentum=t.sgd_momentum, foreach=False))
     images = torch.Generator().manual_seed(1)
+    nets[0].train()
     for _ in range(3):
         visible, infrared = torch.randn(4, 3, 64, 32, generator=images), torch.randn(2, 3, 64, 32, generator=images)
-        for net, opt in zip(nets, (built, reference)):
-            net.train()
-            loss = net(visible=visible, infrared=infrared)["global"].pow(3).sum()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        built.zero_grad()
+        nets[0](visible=visible, infrared=infrared)["global"].pow(3).sum().backward()
+        for mine, theirs in zip(nets[0].parameters(), nets[1].parameters()):
+            theirs.grad = None if mine.grad is None else mine.grad.clone()
+        built.step()
+        reference.step()
     assert not all(torch.equal(p, b) for p, b in zip(nets[0].parameters(), before))  # the steps moved them
     for (name, mine), theirs in zip(nets[0].named_parameters(), nets[1].parameters()):
-        assert torch.equal(mine, theirs), name
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-7, msg=name)
 
 
 def test_image_cache_keeps_what_fits_and_changes_no_feature(tmp_path, monkeypatch):

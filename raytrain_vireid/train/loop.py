@@ -71,16 +71,17 @@ def build_model_from_config(config: Config) -> nn.Module:
 def build_optimizer(config: Config, model: nn.Module) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.MultiStepLR]:
     """Adam or SGD over the trainable parameters, MultiStepLR stepped once per epoch.
 
-    ``foreach=True``: PyTorch picks its multi-tensor update only for CUDA parameters; on the CPU the per-parameter
-    loop it falls back to took 9 % of a training step of the synthetic default, and the multi-tensor one gives
-    bit-identical parameters in a third of the time (``fused=True`` is faster still but not bit-identical).
+    ``fused=True``: PyTorch's one-kernel update (CPU and CUDA). Left to itself PyTorch takes the per-parameter loop
+    on the CPU; on a 2-core Xeon VM the multi-tensor (``foreach``) update still took 13 % of a training step of the
+    synthetic default, and the fused one does the same arithmetic 4x faster (benchmarks/README.md). It rounds
+    differently in the last bit, so runs' digits differ from those of the loop (and of commits before it).
     """
     t = config.train
     groups = param_groups(model, t.lr, t.weight_decay)
     if t.optimizer == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=t.lr, momentum=t.sgd_momentum, foreach=True)
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=t.lr, momentum=t.sgd_momentum, fused=True)
     else:
-        optimizer = torch.optim.Adam(groups, lr=t.lr, foreach=True)
+        optimizer = torch.optim.Adam(groups, lr=t.lr, fused=True)
     return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, t.lr_milestones, t.lr_gamma)
 
 
