@@ -73,7 +73,7 @@ def build_optimizer(config: Config, model: nn.Module) -> tuple[torch.optim.Optim
 
     ``fused=True``: PyTorch's one-kernel update (CPU and CUDA). Left to itself PyTorch takes the per-parameter loop
     on the CPU; on a 2-core Xeon VM the multi-tensor (``foreach``) update still took 13 % of a training step of the
-    synthetic default, and the fused one does the same arithmetic 4x faster (benchmarks/README.md). It rounds
+    synthetic default, and the fused one does the same arithmetic 3 to 4 times faster (benchmarks/README.md). It rounds
     differently in the last bit, so runs' digits differ from those of the loop (and of commits before it).
     """
     t = config.train
