@@ -69,6 +69,7 @@ def test_with_prior_blends_squared_distances():
     net, prior = unit(rng.standard_normal((20, 6))), unit(rng.standard_normal((20, 4)))
     assert with_prior(net, None, 0.0) is net
     blended = with_prior(net, 3.0 * prior, 0.3)  # the prior is re-normalised
+    assert blended.dtype == np.float32  # not widened to float64 by the weights
     np.testing.assert_allclose(np.linalg.norm(blended, axis=1), 1.0, rtol=1e-5)
 
     def sq(x):

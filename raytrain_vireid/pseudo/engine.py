@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -97,7 +98,10 @@ def cluster_features(features: Mapping[str, np.ndarray], head: str) -> np.ndarra
 
 def with_prior(clustered: np.ndarray, prior: np.ndarray | None, weight: float) -> np.ndarray:
     """Unit rows ``√(1 − w)·clustered ‖ √w·prior`` (both L2-normalised), whose squared distances are
-    ``(1 − w)·d + w·d_prior``; ``clustered`` itself when ``w`` is 0, the normalised prior when it is 1."""
+    ``(1 − w)·d + w·d_prior``; ``clustered`` itself when ``w`` is 0, the normalised prior when it is 1.
+
+    float32 like its inputs: the weights are Python floats, which NumPy 2 does not let widen an array (a NumPy
+    float64 scalar would make the blend float64, twice the bytes for every later phase to convert back)."""
     if weight == 0.0:
         return clustered
     if prior is None or prior.shape[0] != clustered.shape[0]:
@@ -105,7 +109,7 @@ def with_prior(clustered: np.ndarray, prior: np.ndarray | None, weight: float) -
         raise UserError(f"pseudo.prior: needs a prior descriptor of all {clustered.shape[0]} rows, got {rows}")
     if weight == 1.0:
         return l2_normalize(prior)
-    return np.concatenate([np.sqrt(1.0 - weight) * clustered, np.sqrt(weight) * l2_normalize(prior)], axis=1)
+    return np.concatenate([math.sqrt(1.0 - weight) * clustered, math.sqrt(weight) * l2_normalize(prior)], axis=1)
 
 
 def relabel(
