@@ -122,6 +122,10 @@ class PseudoConfig:
     # and the memories' initial entries then follow shape and pattern, not hue and background colour. Training
     # views and evaluation keep colour. Off by default: on the synthetic demo it ends within the spread (README).
     visible_gray: bool = False
+    # Average each image's features with its horizontal flip's for relabelling (as the evaluation always does).
+    # false: one forward pass per image, half the extraction phase; the public USL-VI-ReID code (ADCA, PGM, and the
+    # methods built on them) extracts its clustering features without the flip. On by default: the measured default.
+    flip: bool = True
     # Diagnostic only (like --supervised, the truth then reaches training): stage-2 cross labels point at the
     # other modality's cluster whose majority identity is the image's own, in place of the association's hard
     # labels (an associator's soft targets, MULT's, stay as they are).

@@ -196,13 +196,23 @@ def test_feature_extraction_leaves_the_global_torch_generator_alone(tmp_path):
     assert all(np.isfinite(values).all() and values.shape[0] == 4 for values in features.values())
 
 
+def random_images(tmp_path):
+    """Four random 64×32 images on disk (two visible, two infrared): their pixels and their table."""
+    import pyarrow as pa
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pixels = [rng.integers(0, 256, (64, 32, 3), dtype=np.uint8) for _ in range(4)]
+    paths = [tmp_path / f"c{i}.png" for i in range(4)]
+    for image, path in zip(pixels, paths):
+        Image.fromarray(image).save(path)
+    return pixels, pa.table({"path": [str(p) for p in paths], "modality": pa.array([0, 0, 1, 1], pa.int8())})
+
+
 def test_visible_gray_extraction_embeds_the_luminance_of_visible_images_only(tmp_path):
     """``pseudo.visible_gray``: a visible image is embedded as its luminance (0.2989 R + 0.5870 G + 0.1140 B in all
     three channels, the channel ops' definition) would be; infrared is untouched; Python's random stream too."""
     import random
-
-    import pyarrow as pa
-    from PIL import Image
 
     from raytrain_vireid import VISIBLE
     from raytrain_vireid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -210,12 +220,7 @@ def test_visible_gray_extraction_embeds_the_luminance_of_visible_images_only(tmp
     from raytrain_vireid.models.features import embed
     from raytrain_vireid.train.extract import extract_features
 
-    rng = np.random.default_rng(0)
-    pixels = [rng.integers(0, 256, (64, 32, 3), dtype=np.uint8) for _ in range(4)]
-    paths = [tmp_path / f"c{i}.png" for i in range(4)]
-    for image, path in zip(pixels, paths):
-        Image.fromarray(image).save(path)
-    table = pa.table({"path": [str(p) for p in paths], "modality": pa.array([0, 0, 1, 1], pa.int8())})
+    pixels, table = random_images(tmp_path)
     model = build_model("resnet", depth=18, pretrained=None).eval()
     kwargs = dict(height=64, width=32, batch_size=4)
     random.seed(5)
@@ -231,6 +236,28 @@ def test_visible_gray_extraction_embeds_the_luminance_of_visible_images_only(tmp
     np.testing.assert_allclose(as_gray[:2], reference, atol=1e-5)
     np.testing.assert_array_equal(as_gray[2:], in_colour[2:])
     assert np.abs(as_gray[:2] - in_colour[:2]).max() > 1e-2
+
+
+def test_extraction_without_flip_embeds_each_image_once(tmp_path):
+    """``pseudo.flip=false``: each image's own features, not their average with its mirror image's."""
+    from raytrain_vireid import INFRARED, VISIBLE
+    from raytrain_vireid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from raytrain_vireid.models import build_model
+    from raytrain_vireid.models.features import embed
+    from raytrain_vireid.train.extract import extract_features
+
+    pixels, table = random_images(tmp_path)
+    model = build_model("resnet", depth=18, pretrained=None).eval()
+    kwargs = dict(height=64, width=32, batch_size=4)
+    unflipped = extract_features(model, table, torch.device("cpu"), flip=False, **kwargs)["global"]
+    flipped = extract_features(model, table, torch.device("cpu"), **kwargs)["global"]
+    for modality, rows in ((VISIBLE, slice(0, 2)), (INFRARED, slice(2, 4))):
+        images = torch.from_numpy(np.stack(pixels[rows])).permute(0, 3, 1, 2).float() / 255
+        images = (images - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+        np.testing.assert_allclose(unflipped[rows], embed(model, images, modality, flip=False)["global"].numpy(),
+                                   atol=1e-5)
+        np.testing.assert_allclose(flipped[rows], embed(model, images, modality)["global"].numpy(), atol=1e-5)
+    assert np.abs(unflipped - flipped).max() > 1e-3
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])

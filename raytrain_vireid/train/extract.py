@@ -68,14 +68,15 @@ class ImageCache:
 def extract_features(model: nn.Module, table: pa.Table, device: torch.device, *, height: int, width: int,
                      batch_size: int = 128, loader_workers: int = 0, on_bad_image: str = "error",
                      progress: Progress | None = None, dtype: np.dtype = np.float32,
-                     visible_gray: bool = False, amp_dtype: torch.dtype | None = None,
+                     visible_gray: bool = False, flip: bool = True, amp_dtype: torch.dtype | None = None,
                      image_cache: ImageCache | None = None) -> dict[str, np.ndarray]:
     """``{key: (table.num_rows, D)}`` features of every row of ``table`` (in table order), for every key of
     ``model.feature_dims`` (the heads, plus any extracted part features).
 
     Each modality is embedded with its own stem (``models.features.embed``), test transform only
     (:class:`~raytrain_vireid.data.transforms.EvalTransform`, finished on ``device``);
-    ``visible_gray``: visible images as their luminance (``pseudo.visible_gray``);
+    ``visible_gray``: visible images as their luminance (``pseudo.visible_gray``); ``flip``: features averaged with
+    the horizontally flipped image's (``models.features.embed``; ``pseudo.flip`` for relabelling);
     ``amp_dtype``: the network's autocast dtype (``models.precision``; None: float32); ``image_cache``: where the
     decoded images are kept for the next call on the same rows (:class:`ImageCache`).
     """
@@ -103,7 +104,7 @@ def extract_features(model: nn.Module, table: pa.Table, device: torch.device, *,
         position = 0
         for pixels in progress(batches, label, -(-len(dataset) // batch_size)) if progress else batches:
             images = transform.finish(pixels.to(device, non_blocking=True))
-            feats = embed(model, images, m, amp_dtype=amp_dtype)
+            feats = embed(model, images, m, flip=flip, amp_dtype=amp_dtype)
             stop = position + images.shape[0]
             for key, values in out.items():
                 values[rows[position:stop]] = feats[key].float().cpu().numpy()

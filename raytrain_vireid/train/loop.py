@@ -250,7 +250,8 @@ class Worker:
                                     width=data.width, loader_workers=data.loader_workers,
                                     on_bad_image=data.on_bad_image, progress=self.progress,
                                     dtype=np.dtype(self.config.pseudo.feature_dtype),
-                                    visible_gray=self.config.pseudo.visible_gray, amp_dtype=self.amp_dtype,
+                                    visible_gray=self.config.pseudo.visible_gray, flip=self.config.pseudo.flip,
+                                    amp_dtype=self.amp_dtype,
                                     image_cache=self.image_cache)
         timings["time_extract"] = time.perf_counter() - start
         start = time.perf_counter()
