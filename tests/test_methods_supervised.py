@@ -93,8 +93,8 @@ CHANGED_FOR_THE_BOUND = [
     "pseudo.backend=cpu", "pseudo.k1={visible: 5, infrared: 4}", "pseudo.k2=1",
     "pseudo.eps={visible: 0.5, infrared: 0.4}", "pseudo.min_samples=3", "pseudo.k1_visible_stage2=4",
     "pseudo.association=sinkhorn", "pseudo.association_params={lam: 25.0}", "pseudo.feature_dtype=float32",
-    "pseudo.visible_gray=true", "pseudo.flip=false", "pseudo.oracle_association=true", "pseudo.oracle_clusters=true", "pseudo.prior=hog",
-    "pseudo.prior_weight=0.3", "pseudo.prior_epochs=5", "pseudo.prior_k=3", "pseudo.prior_association=true",
+    "pseudo.visible_gray=true", "pseudo.flip=false", "pseudo.oracle_association=true", "pseudo.oracle_clusters=true",
+    "pseudo.prior=hog", "pseudo.prior_weight=0.3", "pseudo.prior_epochs=5", "pseudo.prior_k=3", "pseudo.prior_association=true",
     "memory.temperature=0.1", "memory.momentum=0.5", "memory.momentum_epoch0=0.99", "memory.instance_momentum=0.5",
 ]
 

@@ -209,13 +209,19 @@ def random_images(tmp_path):
     return pixels, pa.table({"path": [str(p) for p in paths], "modality": pa.array([0, 0, 1, 1], pa.int8())})
 
 
+def imagenet_normalised(images):
+    """(B, 3, H, W) pixels in [0, 1] as the test transform normalises them."""
+    from raytrain_vireid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    return (images - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+
+
 def test_visible_gray_extraction_embeds_the_luminance_of_visible_images_only(tmp_path):
     """``pseudo.visible_gray``: a visible image is embedded as its luminance (0.2989 R + 0.5870 G + 0.1140 B in all
     three channels, the channel ops' definition) would be; infrared is untouched; Python's random stream too."""
     import random
 
     from raytrain_vireid import VISIBLE
-    from raytrain_vireid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
     from raytrain_vireid.models import build_model
     from raytrain_vireid.models.features import embed
     from raytrain_vireid.train.extract import extract_features
@@ -231,8 +237,7 @@ def test_visible_gray_extraction_embeds_the_luminance_of_visible_images_only(tmp
 
     rgb = torch.from_numpy(np.stack(pixels[:2])).permute(0, 3, 1, 2).float() / 255
     luminance = (0.2989 * rgb[:, 0] + 0.5870 * rgb[:, 1] + 0.1140 * rgb[:, 2]).unsqueeze(1).expand(-1, 3, -1, -1)
-    normalised = (luminance - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
-    reference = embed(model, normalised, VISIBLE)["global"].numpy()
+    reference = embed(model, imagenet_normalised(luminance), VISIBLE)["global"].numpy()
     np.testing.assert_allclose(as_gray[:2], reference, atol=1e-5)
     np.testing.assert_array_equal(as_gray[2:], in_colour[2:])
     assert np.abs(as_gray[:2] - in_colour[:2]).max() > 1e-2
@@ -241,7 +246,6 @@ def test_visible_gray_extraction_embeds_the_luminance_of_visible_images_only(tmp
 def test_extraction_without_flip_embeds_each_image_once(tmp_path):
     """``pseudo.flip=false``: each image's own features, not their average with its mirror image's."""
     from raytrain_vireid import INFRARED, VISIBLE
-    from raytrain_vireid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
     from raytrain_vireid.models import build_model
     from raytrain_vireid.models.features import embed
     from raytrain_vireid.train.extract import extract_features
@@ -252,8 +256,7 @@ def test_extraction_without_flip_embeds_each_image_once(tmp_path):
     unflipped = extract_features(model, table, torch.device("cpu"), flip=False, **kwargs)["global"]
     flipped = extract_features(model, table, torch.device("cpu"), **kwargs)["global"]
     for modality, rows in ((VISIBLE, slice(0, 2)), (INFRARED, slice(2, 4))):
-        images = torch.from_numpy(np.stack(pixels[rows])).permute(0, 3, 1, 2).float() / 255
-        images = (images - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+        images = imagenet_normalised(torch.from_numpy(np.stack(pixels[rows])).permute(0, 3, 1, 2).float() / 255)
         np.testing.assert_allclose(unflipped[rows], embed(model, images, modality, flip=False)["global"].numpy(),
                                    atol=1e-5)
         np.testing.assert_allclose(flipped[rows], embed(model, images, modality)["global"].numpy(), atol=1e-5)
